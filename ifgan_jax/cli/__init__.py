@@ -1,0 +1,60 @@
+"""Command-line entry: `python run.py SUBCOMMAND ...` or the `ifgan` console script."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each subcommand lives in its own module exposing `register(subparsers)`; the module sets `func`.
+SUBCOMMANDS = (
+    "sample",
+    "score",
+    "train_boundary",
+    "project",
+    "edit",
+    "invert",
+    "convert",
+    "demo",
+    "bench",
+)
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree with every subcommand whose module is present."""
+    parser = argparse.ArgumentParser(prog="ifgan", description="InterFaceGAN in JAX: sample, score, edit, invert.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"ifgan_jax.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"ifgan_jax.cli.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from converters.errors import CheckpointError
+    from ifgan_jax.errors import InputError
+    from ifgan_jax.wheels import MissingWheelError
+
+    return (InputError, CheckpointError, MissingWheelError, FileNotFoundError, PermissionError,
+            IsADirectoryError, NotADirectoryError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and map bad input to one line on stderr with exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except _bad_input_types() as err:
+        print(f"ifgan {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"ifgan {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return int(result or 0)

@@ -1,0 +1,45 @@
+"""Argument helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ifgan_jax.errors import InputError
+from ifgan_jax.registry import DEFAULT_MODEL, MODELS
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """-m/--model, --weights, --devices, --micro-batch."""
+    parser.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                        help=f"registry name ({', '.join(MODELS)}) or a converted model directory "
+                             f"(default {DEFAULT_MODEL})")
+    parser.add_argument("--weights", help="weights file for a registry model whose weights you supply")
+    parser.add_argument("--devices", type=int, default=None, help="local devices to shard over (default all)")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="run batches as a loop of this many samples (default 16 on CPU, 0=off on GPU)")
+
+
+def load_generator_from_args(args: argparse.Namespace):
+    """The Generator named by --model/--weights/--devices/--micro-batch."""
+    from ifgan_jax.generator import load_generator
+
+    try:
+        return load_generator(args.model, weights=args.weights, micro_batch=args.micro_batch, devices=args.devices)
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(str(err)) from None
+
+
+def load_npy(path: str | Path, what: str = "codes") -> np.ndarray:
+    """np.load without pickles, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file {path} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"cannot read {what} file {path}: {err}") from None

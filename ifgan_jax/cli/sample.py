@@ -1,0 +1,42 @@
+"""`sample`: InterFaceGAN's generate_data.py at scale (codes + images, streamed, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ifgan_jax.cli.common import add_model_args, load_generator_from_args, load_npy
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="sample latent codes and images to a directory")
+    add_model_args(p)
+    p.add_argument("-n", "--num", type=int, default=None, help="number of samples (default: all of -i)")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--images", choices=("png", "npy", "none"), default="png",
+                   help="PNG files, one uint8 images.npy (large N), or none")
+    p.add_argument("--no-images", dest="images", action="store_const", const="none", help="same as --images none")
+    p.add_argument("-i", "--codes", help="synthesize these codes (.npy) instead of sampling")
+    p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of -i codes")
+    p.add_argument("--overwrite", action="store_true", help="replace a directory holding a different run")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ifgan_jax.errors import InputError
+    from ifgan_jax.sampling import run_sampling
+
+    codes = load_npy(args.codes) if args.codes else None
+    if codes is None and args.num is None:
+        raise InputError("give -n N (or -i CODES.npy)")
+    if not 0 <= args.seed < 2**32:
+        raise InputError(f"--seed must be in [0, 2**32), got {args.seed}")
+    G = load_generator_from_args(args)
+    result = run_sampling(G, args.out, count=args.num, seed=args.seed, batch_size=args.batch_size,
+                          image_format=args.images, codes=codes, codes_space=args.space,
+                          overwrite=args.overwrite, show_progress=not args.quiet)
+    if not result["skipped"]:
+        print(f"wrote {result['count']} samples to {result['out_dir']} ({result['rate']:.1f} img/s)")
+    return 0

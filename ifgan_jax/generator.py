@@ -1,0 +1,217 @@
+"""`load_generator` and `Generator`: converted weights on device behind jitted, shape-bucketed functions."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ifgan_jax import latents, parallel, store
+from ifgan_jax.errors import InputError
+from ifgan_jax.model_cache import resolve_model_dir
+from ifgan_jax.models.base import Architecture
+from ifgan_jax.registry import DEFAULT_MODEL, family_module
+
+# XLA:CPU keeps activations in cache when a big batch runs as a loop of small ones
+# (benchmarks/NOTES.md: 16 x 16 beat one batch of 256 by 1.7x); accelerators want the whole batch.
+CPU_MICRO_BATCH = 16
+DEFAULT_MAX_BATCH = 256
+
+
+def postprocess(images: jax.Array | np.ndarray) -> jax.Array:
+    """InterFaceGAN's uint8 conversion of raw [-1, 1] images: clip((x + 1) * 127.5 + 0.5, 0, 255)."""
+    x = jnp.asarray(images, dtype=jnp.float32)
+    return jnp.clip((x + 1.0) * 127.5 + 0.5, 0.0, 255.0).astype(jnp.uint8)
+
+
+class Generator:
+    """A pretrained generator: sample codes, synthesize images; every call jitted per static batch shape."""
+
+    def __init__(
+        self,
+        name: str,
+        arch: Architecture,
+        params: dict,
+        buffers: dict,
+        *,
+        micro_batch: int | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        devices: int | None = None,
+    ):
+        self.name = name
+        self.arch = arch
+        self.mesh = parallel.data_mesh(devices)
+        replicated = NamedSharding(self.mesh, P())
+        self.params = jax.device_put(params, replicated)
+        self.buffers = jax.device_put(buffers, replicated)
+        if micro_batch is None:
+            micro_batch = CPU_MICRO_BATCH if self.mesh.devices.flat[0].platform == "cpu" else 0
+        self.micro_batch = int(micro_batch)
+        self.max_batch = max(int(max_batch), self.num_devices * max(self.micro_batch, 1))
+        self._forward = jax.jit(self._sharded_forward, static_argnames=("space", "uint8"))
+
+    # -- facts ---------------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.arch.latent_dim
+
+    @property
+    def resolution(self) -> int:
+        return self.arch.resolution
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        return self.arch.spaces
+
+    @property
+    def num_layers(self) -> int:
+        return self.arch.num_layers
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+    def __repr__(self) -> str:
+        return (f"Generator({self.name!r}, family={self.arch.family}, resolution={self.resolution}, "
+                f"latent_dim={self.latent_dim}, spaces={self.spaces}, devices={self.num_devices})")
+
+    # -- codes ---------------------------------------------------------------------------------
+    def sample_latents(self, seed: int = 0, start: int = 0, count: int = 1) -> np.ndarray:
+        """Z codes for sample indices [start, start + count): (count, latent_dim) float32."""
+        return latents.sample_latents(seed, start, count, self.latent_dim)
+
+    def check_codes(self, codes: Any, space: str = "z") -> np.ndarray:
+        """Validate codes for `space` (shape, finiteness) and return them as float32 numpy."""
+        try:
+            shape = self.arch.code_shape(space)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        arr = np.asarray(codes)
+        if arr.ndim == len(shape):
+            arr = arr[None]
+        if arr.ndim != len(shape) + 1 or arr.shape[1:] != shape:
+            raise InputError(f"{space} codes for {self.name} must have shape (N, {', '.join(map(str, shape))}), "
+                             f"got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise InputError(f"codes must be numeric, got dtype {arr.dtype}")
+        arr = arr.astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr.reshape(len(arr), -1))).any(axis=1).sum())
+            raise InputError(f"{bad} of {len(arr)} codes contain NaN or infinite values")
+        return arr
+
+    # -- synthesis -----------------------------------------------------------------------------
+    def padded_size(self, n: int) -> int:
+        """The static batch size a batch of n runs at: a power of two times the device count."""
+        unit = self.num_devices
+        per_device = max(1, -(-n // unit))
+        size = 1 << (per_device - 1).bit_length()
+        if self.micro_batch and size > self.micro_batch:
+            size = -(-size // self.micro_batch) * self.micro_batch
+        return size * unit
+
+    def synthesize(self, codes: Any, space: str = "z", *, key: jax.Array | None = None) -> jax.Array:
+        """Raw images (N, H, W, 3) float32 for codes in `space` (Z codes are normalized when the model says)."""
+        return self._run(codes, space, key, uint8=False)
+
+    def synthesize_uint8(self, codes: Any, space: str = "z", *, key: jax.Array | None = None) -> jax.Array:
+        """Images as uint8 (N, H, W, 3), postprocessed on device (a quarter of the transfer)."""
+        return self._run(codes, space, key, uint8=True)
+
+    def mapping(self, z: Any) -> jax.Array:
+        """Untruncated W codes for Z codes (StyleGAN only)."""
+        if self.arch.mapping is None:
+            raise InputError(f"{self.name} has no mapping network (spaces: {self.spaces})")
+        z = latents.normalize_z(self.check_codes(z, "z")) if self.arch.normalize_z else jnp.asarray(z)
+        return _jit_call(self.arch.mapping, self.params, self.buffers, z)
+
+    def truncate(self, w: Any) -> jax.Array:
+        """Truncated W+ codes (N, L, d) for W codes (StyleGAN only)."""
+        if self.arch.truncate is None:
+            raise InputError(f"{self.name} has no truncation (spaces: {self.spaces})")
+        return _jit_call(self.arch.truncate, self.params, self.buffers, jnp.asarray(self.check_codes(w, "w")))
+
+    def _run(self, codes: Any, space: str, key: jax.Array | None, *, uint8: bool) -> jax.Array:
+        if isinstance(codes, jax.Array):
+            if codes.ndim == len(self.arch.code_shape(space)):
+                codes = codes[None]
+        else:
+            codes = self.check_codes(codes, space)
+        n = codes.shape[0]
+        if n == 0:
+            h = self.resolution
+            return jnp.zeros((0, h, h, 3), jnp.uint8 if uint8 else jnp.float32)
+        outputs = []
+        for start in range(0, n, self.max_batch):
+            chunk = codes[start : start + self.max_batch]
+            size = self.padded_size(chunk.shape[0])
+            pad = size - chunk.shape[0]
+            if pad:
+                chunk = jnp.concatenate([jnp.asarray(chunk), jnp.zeros((pad, *chunk.shape[1:]), jnp.float32)])
+            chunk_key = None if key is None else jax.random.fold_in(key, start)
+            out = self._forward(self.params, self.buffers, jnp.asarray(chunk), chunk_key, space=space, uint8=uint8)
+            outputs.append(out[: size - pad] if pad else out)
+        return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)
+
+    def _local_forward(self, params, buffers, codes, key, *, space: str, uint8: bool) -> jax.Array:
+        if space == "z" and self.arch.normalize_z:
+            codes = latents.normalize_z(codes)
+        n = codes.shape[0]
+        micro = self.micro_batch
+        if micro and n > micro:
+            chunks = codes.reshape(n // micro, micro, *codes.shape[1:])
+            if key is None:
+                out = jax.lax.map(lambda c: self.arch.synthesize(params, buffers, c, space, None), chunks)
+            else:
+                keys = jax.random.split(key, n // micro)
+                out = jax.lax.map(lambda ck: self.arch.synthesize(params, buffers, ck[0], space, ck[1]),
+                                  (chunks, keys))
+            out = out.reshape(n, *out.shape[2:])
+        else:
+            out = self.arch.synthesize(params, buffers, codes, space, key)
+        return postprocess(out) if uint8 else out
+
+    def _sharded_forward(self, params, buffers, codes, key, *, space: str, uint8: bool) -> jax.Array:
+        local = functools.partial(self._local_forward, space=space, uint8=uint8)
+        if self.num_devices == 1:
+            return local(params, buffers, codes, key)
+        spec = P(parallel.DATA_AXIS)
+        if key is not None:
+            # Each device folds its own index into the key so random noise differs across shards.
+            def local_keyed(p, b, c, k):
+                return local(p, b, c, jax.random.fold_in(k, jax.lax.axis_index(parallel.DATA_AXIS)))
+            fn, in_specs = local_keyed, (P(), P(), spec, P())
+            args = (params, buffers, codes, key)
+        else:
+            fn, in_specs = (lambda p, b, c: local(p, b, c, None)), (P(), P(), spec)
+            args = (params, buffers, codes)
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=spec)(*args)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_call(fn, params, buffers, x):
+    return fn(params, buffers, x)
+
+
+def load_generator(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    weights: str | os.PathLike | None = None,
+    micro_batch: int | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    devices: int | None = None,
+) -> Generator:
+    """A registry name (converted and cached on first use) or a converted-model directory -> Generator."""
+    directory = resolve_model_dir(model, weights)
+    manifest, params, buffers = store.load_model(directory)
+    module = family_module(manifest["family"])
+    config = module.Config(**manifest["config"])
+    name = manifest.get("source", {}).get("model") or str(model)
+    return Generator(name, module.architecture(config), params, buffers,
+                     micro_batch=micro_batch, max_batch=max_batch, devices=devices)

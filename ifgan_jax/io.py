@@ -1,0 +1,105 @@
+"""Atomic writes, streaming .npy memmaps, and a PNG writer pool that overlaps encoding with compute."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PNG_COMPRESS_LEVEL = 1  # fast encoding; still lossless and byte-for-byte deterministic
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """JSON with sorted keys, written atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """`np.save` to a temp file, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def open_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, *, resume: bool) -> np.memmap:
+    """A writable .npy memmap of `shape`; reopened as-is when resuming and the header matches."""
+    path = Path(path)
+    if resume and path.is_file():
+        try:
+            existing = np.load(path, mmap_mode="r+")
+            if existing.shape == tuple(shape) and existing.dtype == np.dtype(dtype):
+                return existing
+        except (ValueError, OSError):
+            pass  # damaged header: start the file again
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Deterministic RGB PNG bytes of a (H, W, 3) uint8 image."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(buf, format="PNG",
+                                                                   compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+class PngWriter:
+    """Encode and write PNGs on a small thread pool (Pillow releases the GIL while compressing)."""
+
+    def __init__(self, workers: int = 2):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+
+    def submit(self, paths: list[Path], images: np.ndarray) -> concurrent.futures.Future:
+        """Write images[i] to paths[i] atomically; the future completes when all are on disk."""
+        return self._pool.submit(self._write_all, list(paths), images)
+
+    @staticmethod
+    def _write_all(paths: list[Path], images: np.ndarray) -> None:
+        for path, image in zip(paths, images, strict=True):
+            atomic_write_bytes(path, encode_png(image))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> PngWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def save_grid(path: str | os.PathLike, images: np.ndarray, *, pad: int = 2) -> None:
+    """Write a (rows, cols, H, W, 3) uint8 array as one PNG grid, atomically."""
+    rows, cols, h, w, c = images.shape
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for r in range(rows):
+        for k in range(cols):
+            y, x = pad + r * (h + pad), pad + k * (w + pad)
+            grid[y : y + h, x : x + w] = images[r, k]
+    atomic_write_bytes(path, encode_png(grid))

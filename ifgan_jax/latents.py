@@ -1,0 +1,47 @@
+"""Deterministic latent codes: sample i depends only on (seed, i), whatever the batch or device count."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Codes are drawn in aligned blocks of this many indices, always by the same compiled program, so a
+# row's bytes never depend on how a caller batches its requests.
+BLOCK = 1024
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _block(seed: jax.Array, block_index: jax.Array, dim: int) -> jax.Array:
+    base = jax.random.key(seed)
+    indices = block_index * BLOCK + jnp.arange(BLOCK, dtype=jnp.uint32)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
+    return jax.vmap(lambda k: jax.random.normal(k, (dim,), dtype=jnp.float32))(keys)
+
+
+def sample_latents(seed: int, start: int, count: int, dim: int) -> np.ndarray:
+    """Standard-normal codes for indices [start, start + count): (count, dim) float32."""
+    if count < 0 or start < 0:
+        raise ValueError(f"start and count must be >= 0, got start={start}, count={count}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    out = np.empty((count, dim), dtype=np.float32)
+    stop = start + count
+    first, last = start // BLOCK, (stop - 1) // BLOCK if count else start // BLOCK - 1
+    cpu = jax.devices("cpu")[0]  # the same backend everywhere keeps the bytes identical on any host
+    with jax.default_device(cpu):
+        seed_arr = jnp.uint32(seed)
+        for b in range(first, last + 1):
+            block = np.asarray(_block(seed_arr, jnp.uint32(b), dim))
+            lo, hi = max(start, b * BLOCK), min(stop, (b + 1) * BLOCK)
+            out[lo - start : hi - start] = block[lo - b * BLOCK : hi - b * BLOCK]
+    return out
+
+
+def normalize_z(z: jax.Array | np.ndarray) -> jax.Array:
+    """InterFaceGAN's Z preprocessing: rescale each code to norm sqrt(d)."""
+    z = jnp.asarray(z, dtype=jnp.float32)
+    norm = jnp.linalg.norm(z, axis=-1, keepdims=True)
+    return z / norm * jnp.sqrt(jnp.float32(z.shape[-1]))

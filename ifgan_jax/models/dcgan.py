@@ -1,0 +1,122 @@
+"""The DCGAN face generator of `gan-face-generate` (PyTorch DCGAN tutorial layout), as flax.nnx."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ifgan_jax.models.base import Architecture
+from ifgan_jax.models.nnx_bind import bind
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm2d default
+FIRST_SIZE = 4  # the first transposed conv turns the 1x1 latent into 4x4
+KERNEL = 4  # every transposed conv is 4x4; the later ones use stride 2, padding 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Architecture of the DCGAN generator (defined by widths; resolution = 4 * 2**num_up)."""
+
+    latent_dim: int = 100  # nz
+    base_channels: int = 64  # ngf
+    image_channels: int = 3  # nc
+    num_up: int = 4  # stride-2 transposed convs after the first layer
+
+    @property
+    def resolution(self) -> int:
+        return FIRST_SIZE * 2**self.num_up
+
+    def widths(self) -> list[int]:
+        """Channels after each transposed conv: ngf*8, ngf*4, ngf*2, ngf, nc."""
+        hidden = [self.base_channels * 2 ** (self.num_up - 1 - i) for i in range(self.num_up)]
+        return [*hidden, self.image_channels]
+
+
+class BatchNorm(nnx.Module):
+    """Inference-mode BatchNorm2d; folded into the preceding conv by `DCGANGenerator`."""
+
+    def __init__(self, channels: int):
+        self.scale = nnx.Param(jnp.ones((channels,)))
+        self.bias = nnx.Param(jnp.zeros((channels,)))
+        self.mean = nnx.BatchStat(jnp.zeros((channels,)))
+        self.var = nnx.BatchStat(jnp.ones((channels,)))
+
+    def folded(self) -> tuple[jax.Array, jax.Array]:
+        """(multiplier, offset) so that bn(y) == y * multiplier + offset."""
+        mult = self.scale[...] * jax.lax.rsqrt(self.var[...] + BN_EPS)
+        return mult, self.bias[...] - self.mean[...] * mult
+
+
+class DCGANGenerator(nnx.Module):
+    """z (N, nz) -> image (N, 64, 64, nc) in [-1, 1], NHWC."""
+
+    def __init__(self, config: Config):
+        widths = config.widths()
+        # First layer: ConvTranspose2d(nz, C0, 4, 1, 0) on a 1x1 input is a dense layer to 4x4xC0.
+        self.dense_kernel = nnx.Param(jnp.zeros((config.latent_dim, FIRST_SIZE, FIRST_SIZE, widths[0])))
+        self.bn0 = BatchNorm(widths[0])
+        # Stride-2 transposed convs, stored as HWIO kernels of the equivalent dilated convolution.
+        for i in range(1, config.num_up + 1):
+            kernel = nnx.Param(jnp.zeros((KERNEL, KERNEL, widths[i - 1], widths[i])))
+            setattr(self, f"up{i}_kernel", kernel)
+            if i < config.num_up:
+                setattr(self, f"bn{i}", BatchNorm(widths[i]))
+        self.config = config
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        mult, offset = self.bn0.folded()
+        # Fold BatchNorm into the weights: one multiply on the kernel instead of one per activation.
+        kernel = self.dense_kernel[...] * mult
+        x = jnp.einsum("nd,dhwc->nhwc", z, kernel) + offset
+        x = jax.nn.relu(x)
+        for i in range(1, self.config.num_up + 1):
+            kernel = getattr(self, f"up{i}_kernel")[...]
+            last = i == self.config.num_up
+            if not last:
+                mult, offset = getattr(self, f"bn{i}").folded()
+                kernel = kernel * mult
+            x = upsample_conv(x, kernel)
+            x = jnp.tanh(x) if last else jax.nn.relu(x + offset)
+        return x
+
+
+def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """ConvTranspose2d(k=4, stride=2, padding=1) as a convolution over the 2x-dilated input."""
+    pad = KERNEL - 1 - 1  # k - 1 - torch padding
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1, 1),
+        padding=((pad, pad), (pad, pad)),
+        lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def architecture(config: Config) -> Architecture:
+    """The DCGAN as pure functions for `Generator`."""
+    bound = bind(lambda rngs: DCGANGenerator(config))
+
+    def synthesize(params, buffers, codes, space, key=None):
+        del key  # the DCGAN has no noise inputs
+        if space != "z":
+            raise ValueError(f"the DCGAN has only a Z space, not {space!r}")
+        return bound.apply(params, buffers, lambda m, z: m(z), codes)
+
+    return Architecture(
+        family="dcgan",
+        resolution=config.resolution,
+        latent_dim=config.latent_dim,
+        spaces=("z",),
+        num_layers=0,
+        normalize_z=False,
+        synthesize=synthesize,
+    )
+
+
+def param_shapes(config: Config) -> tuple[dict, dict]:
+    """Expected (params, buffers) shapes, used by the converter's shape check."""
+    return bind(lambda rngs: DCGANGenerator(config)).shapes()

