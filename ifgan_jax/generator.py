@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -54,7 +55,7 @@ class Generator:
             micro_batch = CPU_MICRO_BATCH if self.mesh.devices.flat[0].platform == "cpu" else 0
         self.micro_batch = int(micro_batch)
         self.max_batch = max(int(max_batch), self.num_devices * max(self.micro_batch, 1))
-        self._forward = jax.jit(self._sharded_forward, static_argnames=("space", "uint8"))
+        self._forward = jax.jit(self._sharded_forward, static_argnames=("space", "head"))
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -118,11 +119,20 @@ class Generator:
 
     def synthesize(self, codes: Any, space: str = "z", *, key: jax.Array | None = None) -> jax.Array:
         """Raw images (N, H, W, 3) float32 for codes in `space` (Z codes are normalized when the model says)."""
-        return self._run(codes, space, key, uint8=False)
+        return self._run(codes, space, key, _raw_head, None)
 
     def synthesize_uint8(self, codes: Any, space: str = "z", *, key: jax.Array | None = None) -> jax.Array:
         """Images as uint8 (N, H, W, 3), postprocessed on device (a quarter of the transfer)."""
-        return self._run(codes, space, key, uint8=True)
+        return self._run(codes, space, key, _uint8_head, None)
+
+    def synthesize_with(self, codes: Any, head: Callable, head_params: Any = None, space: str = "z", *,
+                        key: jax.Array | None = None) -> Any:
+        """`head(head_params, raw_images)` fused into the synthesis jit, per micro-batch (e.g. scoring).
+
+        `head` must be a hashable, stable function (it is a static jit argument); it returns a pytree of
+        arrays with the batch axis first.
+        """
+        return self._run(codes, space, key, head, head_params)
 
     def mapping(self, z: Any) -> jax.Array:
         """Untruncated W codes for Z codes (StyleGAN only)."""
@@ -137,61 +147,68 @@ class Generator:
             raise InputError(f"{self.name} has no truncation (spaces: {self.spaces})")
         return _jit_call(self.arch.truncate, self.params, self.buffers, jnp.asarray(self.check_codes(w, "w")))
 
-    def _run(self, codes: Any, space: str, key: jax.Array | None, *, uint8: bool) -> jax.Array:
+    def _run(self, codes: Any, space: str, key: jax.Array | None, head: Callable, head_params: Any) -> Any:
         if isinstance(codes, jax.Array):
             if codes.ndim == len(self.arch.code_shape(space)):
                 codes = codes[None]
         else:
             codes = self.check_codes(codes, space)
         n = codes.shape[0]
-        if n == 0:
-            h = self.resolution
-            return jnp.zeros((0, h, h, 3), jnp.uint8 if uint8 else jnp.float32)
         outputs = []
-        for start in range(0, n, self.max_batch):
+        for start in range(0, max(n, 1), self.max_batch):
             chunk = codes[start : start + self.max_batch]
-            size = self.padded_size(chunk.shape[0])
+            size = self.padded_size(max(chunk.shape[0], 1))
             pad = size - chunk.shape[0]
             if pad:
                 chunk = jnp.concatenate([jnp.asarray(chunk), jnp.zeros((pad, *chunk.shape[1:]), jnp.float32)])
             chunk_key = None if key is None else jax.random.fold_in(key, start)
-            out = self._forward(self.params, self.buffers, jnp.asarray(chunk), chunk_key, space=space, uint8=uint8)
-            outputs.append(out[: size - pad] if pad else out)
-        return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)
+            out = self._forward(self.params, self.buffers, head_params, jnp.asarray(chunk), chunk_key,
+                                space=space, head=head)
+            outputs.append(jax.tree.map(lambda x, k=size - pad: x[:k], out) if pad else out)
+        if len(outputs) == 1:
+            return outputs[0]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outputs)
 
-    def _local_forward(self, params, buffers, codes, key, *, space: str, uint8: bool) -> jax.Array:
+    def _local_forward(self, params, buffers, head_params, codes, key, *, space: str, head: Callable) -> Any:
         if space == "z" and self.arch.normalize_z:
             codes = latents.normalize_z(codes)
-        n = codes.shape[0]
-        micro = self.micro_batch
-        if micro and n > micro:
-            chunks = codes.reshape(n // micro, micro, *codes.shape[1:])
-            if key is None:
-                out = jax.lax.map(lambda c: self.arch.synthesize(params, buffers, c, space, None), chunks)
-            else:
-                keys = jax.random.split(key, n // micro)
-                out = jax.lax.map(lambda ck: self.arch.synthesize(params, buffers, ck[0], space, ck[1]),
-                                  (chunks, keys))
-            out = out.reshape(n, *out.shape[2:])
-        else:
-            out = self.arch.synthesize(params, buffers, codes, space, key)
-        return postprocess(out) if uint8 else out
 
-    def _sharded_forward(self, params, buffers, codes, key, *, space: str, uint8: bool) -> jax.Array:
-        local = functools.partial(self._local_forward, space=space, uint8=uint8)
-        if self.num_devices == 1:
-            return local(params, buffers, codes, key)
-        spec = P(parallel.DATA_AXIS)
-        if key is not None:
-            # Each device folds its own index into the key so random noise differs across shards.
-            def local_keyed(p, b, c, k):
-                return local(p, b, c, jax.random.fold_in(k, jax.lax.axis_index(parallel.DATA_AXIS)))
-            fn, in_specs = local_keyed, (P(), P(), spec, P())
-            args = (params, buffers, codes, key)
+        def body(chunk, chunk_key):
+            return head(head_params, self.arch.synthesize(params, buffers, chunk, space, chunk_key))
+
+        n, micro = codes.shape[0], self.micro_batch
+        if not micro or n <= micro:
+            return body(codes, key)
+        chunks = codes.reshape(n // micro, micro, *codes.shape[1:])
+        if key is None:
+            out = jax.lax.map(lambda c: body(c, None), chunks)
         else:
-            fn, in_specs = (lambda p, b, c: local(p, b, c, None)), (P(), P(), spec)
-            args = (params, buffers, codes)
+            out = jax.lax.map(lambda ck: body(*ck), (chunks, jax.random.split(key, n // micro)))
+        return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), out)
+
+    def _sharded_forward(self, params, buffers, head_params, codes, key, *, space: str, head: Callable) -> Any:
+        local = functools.partial(self._local_forward, space=space, head=head)
+        if self.num_devices == 1:
+            return local(params, buffers, head_params, codes, key)
+        spec = P(parallel.DATA_AXIS)
+        if key is None:
+            def fn(p, b, hp, c):
+                return local(p, b, hp, c, None)
+            args, in_specs = (params, buffers, head_params, codes), (P(), P(), P(), spec)
+        else:
+            def fn(p, b, hp, c, k):
+                # Each device folds its own index into the key so random noise differs across shards.
+                return local(p, b, hp, c, jax.random.fold_in(k, jax.lax.axis_index(parallel.DATA_AXIS)))
+            args, in_specs = (params, buffers, head_params, codes, key), (P(), P(), P(), spec, P())
         return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=spec)(*args)
+
+
+def _raw_head(_, images: jax.Array) -> jax.Array:
+    return images
+
+
+def _uint8_head(_, images: jax.Array) -> jax.Array:
+    return postprocess(images)
 
 
 @functools.partial(jax.jit, static_argnums=0)

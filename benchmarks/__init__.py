@@ -1,0 +1,1 @@
+"""Benchmarks: each script measures JAX beside its PyTorch reference in one run."""

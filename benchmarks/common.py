@@ -1,0 +1,78 @@
+"""Timing helpers and the machine description written into every results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory, accelerator, library versions."""
+    import jax
+    import numpy as np
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d.device_kind) for d in jax.devices()],
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def median_time(fn: Callable[[], Any], *, repeats: int = 5, min_time: float = 0.0) -> float:
+    """Median seconds per call of `fn` (which must block until its result is ready)."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """float32 FLOP/s of an n^3 matmul in JAX on the default device: the ceiling used for % of peak."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    return 2 * n**3 / median_time(lambda: f(a).block_until_ready(), repeats=repeats)
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write `benchmarks/results/<name>.json` with the machine description added."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), **payload}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
