@@ -57,7 +57,10 @@ _MAX_MESSAGE_PART = 120
 
 def _short(value: object) -> str:
     """Render a value for an error message: one line, bounded length (pickle strings can be huge)."""
-    text = value if isinstance(value, str) else repr(value)
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:  # e.g. an int too long for str(); the message only needs a hint
+        text = f"<{type(value).__name__}>"
     text = text.replace("\n", "\\n").replace("\r", "\\r")
     if len(text) > _MAX_MESSAGE_PART:
         text = text[: _MAX_MESSAGE_PART - 3] + "..."
@@ -263,16 +266,16 @@ _STATIC_GLOBALS = _static_globals()
 
 
 def _nonneg_int(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise CheckpointError(f"tensor {what} must be a non-negative integer, got {_short(value)}")
+    # torch keeps sizes, strides and offsets in int64; bounding them also keeps the arithmetic below cheap
+    # (pickle ints can be megabytes long).
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
+        raise CheckpointError(f"tensor {what} must be a non-negative int64, got {_short(value)}")
     return value
 
 
 def _int_tuple(value: object, what: str) -> tuple[int, ...]:
     if not isinstance(value, tuple | list) or len(value) > _MAX_NDIM:
-        raise CheckpointError(
-            f"tensor {what} must be a tuple of at most {_MAX_NDIM} ints, got {_short(value)}"
-        )
+        raise CheckpointError(f"tensor {what} must be a tuple of at most {_MAX_NDIM} ints, got {_short(value)}")
     return tuple(_nonneg_int(v, what) for v in value)
 
 
@@ -384,9 +387,7 @@ class _Loader:
         # Python attributes set on a Parameter subclass are dropped: only the values matter here.
         return self._check_tensor(data, "nn.Parameter")
 
-    def _rebuild_from_type_v2(
-        self, func: object, new_type: object, args: object, state: object = None
-    ) -> Any:
+    def _rebuild_from_type_v2(self, func: object, new_type: object, args: object, state: object = None) -> Any:
         if id(func) not in self._tensor_builders or not isinstance(new_type, _TensorType):
             raise CheckpointError(f"unsupported tensor subclass rebuild via {_short(func)}")
         if not isinstance(args, tuple):
@@ -423,7 +424,7 @@ class _Loader:
             if last >= count:
                 raise CheckpointError(
                     f"tensor of size {shape}, stride {strides}, offset {offset} reads past the end of "
-                    f"storage {_short(storage.key)} ({count} elements of {dtype.name})"
+                    f"storage {_short(storage.key)!r} ({count} elements of {dtype.name})"
                 )
         out_bytes = numel * dtype.result.itemsize
         if out_bytes > self._budget:
@@ -438,9 +439,7 @@ class _Loader:
         # A dimension of length 1 never steps, so its stride is irrelevant; zeroing it keeps numpy's
         # byte-stride arithmetic in range whatever the file claims.
         byte_strides = tuple(s * dtype.itemsize if n > 1 else 0 for n, s in zip(shape, strides, strict=True))
-        view = np.lib.stride_tricks.as_strided(
-            base[offset:], shape=shape, strides=byte_strides, writeable=False
-        )
+        view = np.lib.stride_tricks.as_strided(base[offset:], shape=shape, strides=byte_strides, writeable=False)
         # np.array(copy=True) detaches the result from the file buffer and yields native byte order.
         if dtype.name == "bfloat16":
             # bfloat16 is the top half of a float32: shift the 16 stored bits into place.
@@ -495,9 +494,12 @@ def _prescan(stream: Any, allowed: Mapping[tuple[str, str], object]) -> None:
 
     pickletools checks every length prefix against the bytes actually present, whereas the C unpickler
     allocates a BINBYTES8 buffer of the claimed size before reading it. Named globals are also checked
-    here so a hostile file is refused before any of its REDUCE opcodes run.
+    here so a hostile file is refused before any of its REDUCE opcodes run. Memo indices are bounded too:
+    the C unpickler grows (and zeroes) its memo table up to the largest index a PUT names.
     """
-    for opcode, arg, _pos in pickletools.genops(stream):
+    for count, (opcode, arg, _pos) in enumerate(pickletools.genops(stream)):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > count:
+            raise CheckpointError(f"pickle memo index {arg} is out of range (corrupt file?)")
         if opcode.name in _FORBIDDEN_OPCODES:
             raise CheckpointError(f"pickle uses opcode {opcode.name}, which torch.save never writes")
         if opcode.name in ("GLOBAL", "INST"):
@@ -555,7 +557,7 @@ def _read_zip(path: str, archive_size: int) -> Any:
     with zipfile.ZipFile(path) as zf:
         prefix = _find_top(zf) + "/"
         byteorder = "little"  # files from torch 1.6-1.9 have no byteorder record; they were little-endian
-        if prefix + "byteorder" in zf.NameToInfo:
+        if prefix + "byteorder" in set(zf.namelist()):
             raw_order = _read_member(zf, prefix + "byteorder", archive_size, "byte order record")
             byteorder = raw_order.decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
@@ -570,7 +572,7 @@ def _read_zip(path: str, archive_size: int) -> Any:
             if not isinstance(storage_type, _StorageType):
                 raise CheckpointError(f"storage reference names {_short(storage_type)}, not a storage class")
             if not isinstance(key, str) or not key or "/" in key or len(key) > 200:
-                raise CheckpointError(f"malformed storage key {_short(key)}")
+                raise CheckpointError(f"malformed storage key {_short(key)!r}")
             _nonneg_int(numel, "storage size")
             if key not in cache:
                 cache[key] = _read_member(zf, f"{prefix}data/{key}", archive_size, "storage")
@@ -605,12 +607,12 @@ class _LegacyStorages:
         if not isinstance(storage_type, _StorageType):
             raise CheckpointError(f"storage reference names {_short(storage_type)}, not a storage class")
         if not isinstance(root_key, str | int) or isinstance(root_key, bool):
-            raise CheckpointError(f"malformed storage key {_short(root_key)}")
+            raise CheckpointError(f"malformed storage key {_short(root_key)!r}")
         _nonneg_int(numel, "storage size")
         dtype = storage_type.dtype
         known = self.roots.setdefault(root_key, (dtype, numel))
         if known[1] * known[0].itemsize != numel * dtype.itemsize:
-            raise CheckpointError(f"storage {_short(root_key)} is described with two different sizes")
+            raise CheckpointError(f"storage {_short(root_key)!r} is described with two different sizes")
         byte_offset, nbytes = 0, numel * dtype.itemsize
         if view is not None:
             # Storage views of torch < 1.x: (view_key, offset, size) in elements of the root storage.
@@ -625,7 +627,7 @@ class _LegacyStorages:
         if self.data is not None:
             raw = self.data.get(root_key)
             if raw is None:
-                raise CheckpointError(f"storage {_short(root_key)} is used by a tensor but has no data")
+                raise CheckpointError(f"storage {_short(root_key)!r} is used by a tensor but has no data")
         return _StorageRef(root_key, dtype, raw, byte_offset, nbytes)
 
 
@@ -657,30 +659,29 @@ def _read_legacy(path: str, file_size: int) -> Any:
         data: dict[object, bytes] = {}
         for key in keys:
             if not isinstance(key, str | int) or isinstance(key, bool) or key not in storages.roots:
-                raise CheckpointError(f"storage key {_short(key)} is listed but no tensor uses it")
+                raise CheckpointError(f"storage key {_short(key)!r} is listed but no tensor uses it")
             if key in data:
-                raise CheckpointError(f"storage key {_short(key)} is listed twice")
+                raise CheckpointError(f"storage key {_short(key)!r} is listed twice")
             dtype, numel = storages.roots[key]
             header = mm.read(8)
             if len(header) != 8:
-                raise CheckpointError(f"file is truncated in the header of storage {_short(key)}")
+                raise CheckpointError(f"file is truncated in the header of storage {_short(key)!r}")
             stored_numel = int.from_bytes(header, order, signed=True)
             if stored_numel != numel:
                 raise CheckpointError(
-                    f"storage {_short(key)} holds {stored_numel} elements but the pickle says {numel}"
+                    f"storage {_short(key)!r} holds {stored_numel} elements but the pickle says {numel}"
                 )
             start, nbytes = mm.tell(), numel * dtype.itemsize
             # Compare against the bytes really present before copying anything.
             if nbytes > file_size - start:
                 raise CheckpointError(
-                    f"file is truncated: storage {_short(key)} needs {nbytes} bytes, "
-                    f"only {file_size - start} remain"
+                    f"file is truncated: storage {_short(key)!r} needs {nbytes} bytes, only {file_size - start} remain"
                 )
             data[key] = mm[start : start + nbytes]
             mm.seek(start + nbytes)
         missing = [k for k in storages.roots if k not in data]
         if missing:
-            raise CheckpointError(f"storage {_short(missing[0])} is used by a tensor but its data is missing")
+            raise CheckpointError(f"storage {_short(missing[0])!r} is used by a tensor but its data is missing")
         storages.data = data
         mm.seek(main_start)
         # Pass 2: the same pickle again, now building arrays.
@@ -708,14 +709,10 @@ def _read(path: str) -> Any:
     if head.startswith(b"PK"):
         return _read_zip(path, st.st_size)
     if head[257:262] == b"ustar":
-        raise CheckpointError(
-            "tar-based checkpoint from torch < 0.4 is unsupported; re-save it with a newer torch"
-        )
+        raise CheckpointError("tar-based checkpoint from torch < 0.4 is unsupported; re-save it with a newer torch")
     if head[:1] == b"\x80":
         return _read_legacy(path, st.st_size)
-    raise CheckpointError(
-        "not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch.save file)"
-    )
+    raise CheckpointError("not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch.save file)")
 
 
 def read_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
@@ -724,7 +721,8 @@ def read_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
     Raises CheckpointError (message starts with the path) for anything unreadable, corrupt or unsafe.
     """
     name = os.fsdecode(path)  # TypeError for non-paths: that is a caller bug, not a bad file
-    label = _short(name)
+    # The full path (not shortened): the file name at its end is the useful part.
+    label = name.replace("\n", "\\n")
     try:
         return _read(name)
     except CheckpointError as exc:

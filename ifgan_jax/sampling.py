@@ -14,12 +14,15 @@ import numpy as np
 from ifgan_jax import io
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator
+from ifgan_jax.predictors import Predictor
 from ifgan_jax.progress import Progress
+from ifgan_jax.scoring import make_score_head
 
 IMAGE_FORMATS = ("png", "npy", "none")
 PROGRESS_FILE = ".progress.json"
 PIPELINE_DEPTH = 2  # batches in flight: the device computes one while the host writes the other
-OUTPUT_NAMES = ("meta.json", PROGRESS_FILE, "z.npy", "w.npy", "wp.npy", "images.npy", "images")
+OUTPUT_NAMES = ("meta.json", PROGRESS_FILE, "z.npy", "w.npy", "wp.npy", "images.npy", "images", "scores.npy",
+                "attributes.json")
 
 
 def image_name(index: int) -> str:
@@ -39,6 +42,7 @@ def run_sampling(
     codes_space: str = "z",
     overwrite: bool = False,
     show_progress: bool = True,
+    predictor: Predictor | None = None,
 ) -> dict[str, Any]:
     """Write `{space}.npy`, images and meta.json to out_dir; resumes a killed run of the same job."""
     if image_format not in IMAGE_FORMATS:
@@ -61,6 +65,7 @@ def run_sampling(
         "codes_sha256": None if codes is None else hashlib.sha256(codes.tobytes()).hexdigest(),
         "codes_space": codes_space if codes is not None else "z",
         "image_format": image_format,
+        "predictor": None if predictor is None else predictor.name,
     }
     meta = {**identity, "versions": _versions(), "complete": False}
     done = _prepare_dir(out, identity, overwrite)
@@ -76,6 +81,12 @@ def run_sampling(
         images_npy = io.open_npy(out / "images.npy", (count, h, h, 3), np.uint8, resume=done > 0)
     elif image_format == "png":
         (out / "images").mkdir(exist_ok=True)
+    scores = head = None
+    if predictor is not None:
+        scores = io.open_npy(out / "scores.npy", (count, len(predictor.labels)), np.float32, resume=done > 0)
+        head = make_score_head(predictor, with_images=True)
+        if done == 0:
+            io.atomic_write_json(out / "attributes.json", list(predictor.labels))
     if done == 0:
         io.atomic_write_json(out / "meta.json", meta)
 
@@ -86,14 +97,18 @@ def run_sampling(
         for start in range(done, count, batch_size):
             stop = min(start + batch_size, count)
             batch_codes = _batch_codes(G, codes, codes_space, seed, start, stop, arrays)
-            in_flight.append((start, stop, G.synthesize_uint8(batch_codes, codes_space if codes is not None
-                                                              else _synth_space(G))))
+            space = codes_space if codes is not None else _synth_space(G)
+            if head is None:
+                result = G.synthesize_uint8(batch_codes, space)
+            else:
+                result = G.synthesize_with(batch_codes, head, predictor.params, space)
+            in_flight.append((start, stop, result))
             if len(in_flight) >= PIPELINE_DEPTH:
-                pending.append(_write_batch(out, writer, images_npy, *in_flight.popleft()))
-            _commit_finished(out, pending, arrays, images_npy, progress, block=False)
+                pending.append(_write_batch(out, writer, images_npy, scores, *in_flight.popleft()))
+            _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=False)
         while in_flight:
-            pending.append(_write_batch(out, writer, images_npy, *in_flight.popleft()))
-        _commit_finished(out, pending, arrays, images_npy, progress, block=True)
+            pending.append(_write_batch(out, writer, images_npy, scores, *in_flight.popleft()))
+        _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=True)
     progress.close()
     io.atomic_write_json(out / "meta.json", {**meta, "complete": True})
     (out / PROGRESS_FILE).unlink(missing_ok=True)
@@ -131,8 +146,11 @@ def _batch_codes(G, codes, codes_space, seed, start, stop, arrays) -> Any:
     return wp
 
 
-def _write_batch(out: Path, writer: io.PngWriter, images_npy, start: int, stop: int, images: jax.Array):
-    host = np.asarray(images)  # waits for the device
+def _write_batch(out: Path, writer: io.PngWriter, images_npy, scores, start: int, stop: int, result: Any):
+    if isinstance(result, dict):
+        scores[start:stop] = np.asarray(result["scores"])
+        result = result["images"]
+    host = np.asarray(result)  # waits for the device
     if images_npy is not None:
         images_npy[start:stop] = host
         return stop, None
@@ -142,7 +160,7 @@ def _write_batch(out: Path, writer: io.PngWriter, images_npy, start: int, stop: 
     return stop, None
 
 
-def _commit_finished(out, pending, arrays, images_npy, progress: Progress, *, block: bool) -> None:
+def _commit_finished(out, pending, memmaps, progress: Progress, *, block: bool) -> None:
     """Record progress for every leading batch whose writes are on disk (in index order)."""
     committed = None
     last_done = progress.done
@@ -153,10 +171,9 @@ def _commit_finished(out, pending, arrays, images_npy, progress: Progress, *, bl
         committed = stop
     if committed is None:
         return
-    for arr in arrays.values():
-        arr.flush()
-    if images_npy is not None:
-        images_npy.flush()
+    for memmap in memmaps:
+        if memmap is not None:
+            memmap.flush()
     io.atomic_write_json(out / PROGRESS_FILE, {"done": committed})
     progress.update(committed - last_done)
 

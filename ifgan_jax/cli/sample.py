@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--codes", help="synthesize these codes (.npy) instead of sampling")
     p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of -i codes")
     p.add_argument("--overwrite", action="store_true", help="replace a directory holding a different run")
+    p.add_argument("--score", metavar="PREDICTOR", help="also score each image (fer, brightness, stats): "
+                   "writes scores.npy and attributes.json in the same pass")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)
 
@@ -33,10 +35,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give -n N (or -i CODES.npy)")
     if not 0 <= args.seed < 2**32:
         raise InputError(f"--seed must be in [0, 2**32), got {args.seed}")
+    predictor = None
+    if args.score:
+        from ifgan_jax.predictors import load_predictor
+
+        predictor = load_predictor(args.score)
     G = load_generator_from_args(args)
     result = run_sampling(G, args.out, count=args.num, seed=args.seed, batch_size=args.batch_size,
                           image_format=args.images, codes=codes, codes_space=args.space,
-                          overwrite=args.overwrite, show_progress=not args.quiet)
+                          overwrite=args.overwrite, show_progress=not args.quiet, predictor=predictor)
     if not result["skipped"]:
         print(f"wrote {result['count']} samples to {result['out_dir']} ({result['rate']:.1f} img/s)")
     return 0
