@@ -43,8 +43,12 @@ def run_sampling(
     overwrite: bool = False,
     show_progress: bool = True,
     predictor: Predictor | None = None,
+    first_index: int = 0,
 ) -> dict[str, Any]:
-    """Write `{space}.npy`, images and meta.json to out_dir; resumes a killed run of the same job."""
+    """Write `{space}.npy`, images and meta.json to out_dir; resumes a killed run of the same job.
+
+    Row r holds sample index `first_index + r` (a host's share in multi-process runs).
+    """
     if image_format not in IMAGE_FORMATS:
         raise InputError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if batch_size < 1:
@@ -61,6 +65,7 @@ def run_sampling(
         "model": G.name,
         "family": G.arch.family,
         "count": int(count),
+        "first_index": int(first_index),
         "seed": None if codes is not None else int(seed),
         "codes_sha256": None if codes is None else hashlib.sha256(codes.tobytes()).hexdigest(),
         "codes_space": codes_space if codes is not None else "z",
@@ -96,7 +101,7 @@ def run_sampling(
     with io.PngWriter() as writer:
         for start in range(done, count, batch_size):
             stop = min(start + batch_size, count)
-            batch_codes = _batch_codes(G, codes, codes_space, seed, start, stop, arrays)
+            batch_codes = _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index)
             space = codes_space if codes is not None else _synth_space(G)
             if head is None:
                 result = G.synthesize_uint8(batch_codes, space)
@@ -104,10 +109,10 @@ def run_sampling(
                 result = G.synthesize_with(batch_codes, head, predictor.params, space)
             in_flight.append((start, stop, result))
             if len(in_flight) >= PIPELINE_DEPTH:
-                pending.append(_write_batch(out, writer, images_npy, scores, *in_flight.popleft()))
+                pending.append(_write_batch(out, writer, images_npy, scores, first_index, *in_flight.popleft()))
             _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=False)
         while in_flight:
-            pending.append(_write_batch(out, writer, images_npy, scores, *in_flight.popleft()))
+            pending.append(_write_batch(out, writer, images_npy, scores, first_index, *in_flight.popleft()))
         _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=True)
     progress.close()
     io.atomic_write_json(out / "meta.json", {**meta, "complete": True})
@@ -126,7 +131,7 @@ def _code_layout(G: Generator, space: str) -> dict[str, tuple[int, ...]]:
     return {s: G.arch.code_shape(s) for s in ("z", "w", "wp")}
 
 
-def _batch_codes(G, codes, codes_space, seed, start, stop, arrays) -> Any:
+def _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index) -> Any:
     """Codes of one batch, written into the .npy memmaps; returns what `synthesize` takes."""
     if codes is not None:
         batch = codes[start:stop]
@@ -135,7 +140,7 @@ def _batch_codes(G, codes, codes_space, seed, start, stop, arrays) -> Any:
             return batch
         z = batch
     else:
-        z = G.sample_latents(seed, start, stop - start)
+        z = G.sample_latents(seed, first_index + start, stop - start)
         arrays["z"][start:stop] = z
         if G.arch.mapping is None:
             return z
@@ -146,7 +151,8 @@ def _batch_codes(G, codes, codes_space, seed, start, stop, arrays) -> Any:
     return wp
 
 
-def _write_batch(out: Path, writer: io.PngWriter, images_npy, scores, start: int, stop: int, result: Any):
+def _write_batch(out: Path, writer: io.PngWriter, images_npy, scores, first_index: int, start: int, stop: int,
+                 result: Any):
     if isinstance(result, dict):
         scores[start:stop] = np.asarray(result["scores"])
         result = result["images"]
@@ -155,7 +161,7 @@ def _write_batch(out: Path, writer: io.PngWriter, images_npy, scores, start: int
         images_npy[start:stop] = host
         return stop, None
     if (out / "images").is_dir():
-        paths = [out / "images" / image_name(i) for i in range(start, stop)]
+        paths = [out / "images" / image_name(first_index + i) for i in range(start, stop)]
         return stop, writer.submit(paths, host)
     return stop, None
 
