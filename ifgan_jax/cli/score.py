@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", default="fer", help="fer | brightness | stats (default fer)")
     p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of the codes")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=64, help="images are center-cropped and resized to this")
     p.set_defaults(func=run)
 
 
@@ -32,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.input)
     out = Path(args.out)
     if source.is_dir():
-        from ifgan_jax.images import load_image_folder
+        from ifgan_jax.images import load_images
 
-        loaded = load_image_folder(source, size=None)
-        if loaded.failed:
-            print(f"skipped {len(loaded.failed)} unreadable files (see {out / 'failed.json'})")
-        scores = np.asarray(predictor(loaded.images, batch_size=args.batch_size))
+        # FER resizes to its own 64x64 input; keep the images at that size to bound memory.
+        loaded = load_images(source, args.image_size)
+        if loaded.failures:
+            print(f"skipped {len(loaded.failures)} unreadable files (see {out / 'failed.json'})")
+        scores = np.asarray(predictor(loaded.uint8, batch_size=args.batch_size))
         names = list(loaded.names)
     else:
         G = load_generator_from_args(args)
@@ -54,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     io.atomic_write_json(out / "attributes.json", list(predictor.labels))
     if names is not None:
         io.atomic_write_json(out / "images.json", names)
-        if loaded.failed:
-            io.atomic_write_json(out / "failed.json", loaded.failed)
+        if loaded.failures:
+            io.atomic_write_json(out / "failed.json", loaded.failures)
     means = ", ".join(f"{label} {m:.3f}" for label, m in zip(predictor.labels, scores.mean(0), strict=True))
     print(f"scored {len(scores)} samples -> {out / 'scores.npy'} (mean: {means})")
     return 0
