@@ -44,9 +44,11 @@ class Generator:
         micro_batch: int | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         devices: int | None = None,
+        config: Any = None,
     ):
         self.name = name
         self.arch = arch
+        self.config = config  # the family's frozen Config (architecture and sampling settings)
         self.mesh = parallel.data_mesh(devices)
         replicated = NamedSharding(self.mesh, P())
         self.params = jax.device_put(params, replicated)
@@ -231,4 +233,4 @@ def load_generator(
     config = module.Config(**manifest["config"])
     name = manifest.get("source", {}).get("model") or str(model)
     return Generator(name, module.architecture(config), params, buffers,
-                     micro_batch=micro_batch, max_batch=max_batch, devices=devices)
+                     micro_batch=micro_batch, max_batch=max_batch, devices=devices, config=config)
