@@ -19,6 +19,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["IFGAN_HOME"] = tempfile.mkdtemp(prefix="ifgan_home_")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    home = os.environ.get("IFGAN_HOME", "")
+    if os.path.basename(home).startswith("ifgan_home_"):
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def wheel_installed(dist: str) -> bool:
     import importlib.metadata
 
