@@ -30,7 +30,7 @@ def sample_latents(seed: int, start: int, count: int, dim: int) -> np.ndarray:
     out = np.empty((count, dim), dtype=np.float32)
     stop = start + count
     first, last = start // BLOCK, (stop - 1) // BLOCK if count else start // BLOCK - 1
-    cpu = jax.devices("cpu")[0]  # the same backend everywhere keeps the bytes identical on any host
+    cpu = jax.local_devices(backend="cpu")[0]  # the same backend everywhere keeps the bytes identical on any host
     with jax.default_device(cpu):
         seed_arr = jnp.uint32(seed)
         for b in range(first, last + 1):

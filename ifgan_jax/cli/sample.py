@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", metavar="PREDICTOR", help="also score each image (fer, brightness, stats): "
                    "writes scores.npy and attributes.json in the same pass")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    multi = p.add_argument_group("multi-process (see ifgan_jax/distributed.py)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="start jax.distributed with this coordinator ('auto': detect SLURM/MPI/TPU cluster)")
+    multi.add_argument("--num-processes", type=int, default=None, metavar="P",
+                       help="processes sharing the job; each writes a contiguous share, then one merges")
+    multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
     p.set_defaults(func=run)
 
 
@@ -30,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from ifgan_jax.errors import InputError
     from ifgan_jax.sampling import run_sampling
 
+    info = None
+    if args.coordinator or args.num_processes is not None or args.process_id is not None:
+        from ifgan_jax.distributed import initialize
+
+        info = initialize(args.coordinator, args.num_processes, args.process_id)  # before any JAX work
     codes = load_npy(args.codes) if args.codes else None
     if codes is None and args.num is None:
         raise InputError("give -n N (or -i CODES.npy)")
@@ -41,6 +52,20 @@ def run(args: argparse.Namespace) -> int:
 
         predictor = load_predictor(args.score)
     G = load_generator_from_args(args)
+    if info is not None and info.num_processes > 1:
+        from ifgan_jax.distributed import run_distributed_sampling
+
+        result = run_distributed_sampling(G, args.out, info, count=args.num, batch_size=args.batch_size,
+                                          codes=codes, overwrite=args.overwrite, image_format=args.images,
+                                          codes_space=args.space, seed=args.seed, show_progress=not args.quiet,
+                                          predictor=predictor)
+        if not result["skipped"]:
+            start, stop = result["share"]
+            rate = f", {result['rate']:.1f} img/s" if result["rate"] else ""
+            merged = (f"; merged {result['count']} samples into {result['out_dir']}" if result["merged"]
+                      else "; the merge is left to the process that finishes last" if not info.runtime else "")
+            print(f"process {info.process_id}/{info.num_processes}: samples {start}..{stop}{rate}{merged}")
+        return 0
     result = run_sampling(G, args.out, count=args.num, seed=args.seed, batch_size=args.batch_size,
                           image_format=args.images, codes=codes, codes_space=args.space,
                           overwrite=args.overwrite, show_progress=not args.quiet, predictor=predictor)

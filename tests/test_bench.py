@@ -1,0 +1,55 @@
+"""`run.py bench`: a tiny smoke run (fields of results.json, report.md) and bad flags exiting 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import needs_dcgan, run_cli
+
+from ifgan_jax.bench import interleaved_times, parse_model_spec
+
+
+@needs_dcgan
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "bench"
+    res = run_cli("bench", "--tasks", "sample", "--batch-sizes", "2", "--repeats", "1", "--devices", "1", "2",
+                  "--no-reference", "--quiet", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    payload = json.loads((out / "results.json").read_text())
+    machine = payload["machine"]
+    assert len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
+    assert machine["versions"]["jax"] and machine["jax_backend"] == "cpu"
+    assert payload["matmul_peak_flops"]["jax"] > 0
+    (row,) = payload["rows"]
+    assert row["model"] == "dcgan_digiface" and row["task"] == "sample" and row["impl"] == "jax"
+    assert row["batch"] == 2 and row["unit"] == "images/s" and row["rate"] > 0 and row["ms_per_batch"] > 0
+    assert row["compile_s"] >= 0 and row["flops_per_item"] > 1e8  # the DCGAN is ~0.2 GFLOP per image
+    assert 0 < row["pct_of_matmul_peak"] and "peak_device_bytes" in row  # None on CPU
+    scaling = {r["devices"]: r for r in payload["scaling"]}
+    assert set(scaling) == {1, 2}, payload["scaling"]
+    assert scaling[1]["efficiency_per_device"] == pytest.approx(1.0)
+    assert scaling[2]["batch"] == 2 * scaling[1]["batch"] and scaling[2]["rate"] > 0
+    report = (out / "report.md").read_text()
+    assert "| dcgan_digiface | sample | jax | 2 |" in report and "Scaling over devices" in report
+
+
+@pytest.mark.parametrize("flags", [["--batch-sizes", "0,4"], ["--tasks", "sample,nonsense"], ["--repeats", "0"],
+                                   ["-m", "pggan@7"], ["--boundary-size", "8,100"]])
+def test_bad_flags_exit_2(tmp_path, flags):
+    res = run_cli("bench", "-o", str(tmp_path / "x"), *flags)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "error" in res.stderr
+
+
+def test_parse_model_spec():
+    assert parse_model_spec("dcgan_digiface") is None
+    assert parse_model_spec("stylegan@64") == ("stylegan", 64)
+
+
+def test_interleaved_times_counts_runs():
+    calls = []
+    t = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3,
+                          min_seconds=0.0)
+    assert t["a"]["runs"] == t["b"]["runs"] == 3 and calls.count("a") == 4  # + one warm-up call each
+    assert calls[2:6] == ["a", "b", "b", "a"]
