@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each subcommand lives in its own module exposing `register(subparsers)`; the module sets `func`.
@@ -46,9 +47,22 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
             IsADirectoryError, NotADirectoryError)
 
 
+def _enable_compilation_cache() -> None:
+    """Persist XLA executables under $IFGAN_HOME/xla so repeated CLI runs skip most compile time."""
+    import jax
+
+    from ifgan_jax.model_cache import cache_home
+
+    if os.environ.get("IFGAN_NO_COMPILATION_CACHE"):
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_home() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, run, and map bad input to one line on stderr with exit code 2."""
     args = build_parser().parse_args(argv)
+    _enable_compilation_cache()
     try:
         result = args.func(args)
     except _bad_input_types() as err:
