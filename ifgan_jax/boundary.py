@@ -111,7 +111,9 @@ def _chosen_num(num_valid: int, chosen_num_or_ratio: float) -> int:
     return min(chosen, num_valid // 2)
 
 
-def _check_split_args(chosen_num_or_ratio: float, split_ratio: float) -> None:
+def _check_split_args(chosen_num_or_ratio: float, split_ratio: float, seed: int | None = None) -> None:
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32):
+        raise InputError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if not np.isfinite(chosen_num_or_ratio) or chosen_num_or_ratio <= 0:
         raise InputError(f"chosen_num_or_ratio must be positive, got {chosen_num_or_ratio}")
     if not np.isfinite(split_ratio) or not 0 < split_ratio <= 1:
@@ -142,7 +144,7 @@ def split_by_score(
         raise InputError(f"codes have N={np.shape(codes)[0]} rows but scores have N={s.shape[0]}")
     if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
         raise InputError(f"scores must be real numbers, got dtype {s.dtype}")
-    _check_split_args(chosen_num_or_ratio, split_ratio)
+    _check_split_args(chosen_num_or_ratio, split_ratio, seed)
     n_total = s.shape[0]
     finite = np.isfinite(s)
     keep = finite.copy()

@@ -140,6 +140,8 @@ def test_split_errors_name_the_problem():
         B.split_by_score(None, np.arange(100.0), chosen_num_or_ratio=0)
     with pytest.raises(InputError, match="split_ratio"):
         B.split_by_score(None, np.arange(100.0), split_ratio=1.5)
+    with pytest.raises(InputError, match="seed"):
+        B.split_by_score(None, np.arange(100.0), seed=-1)
     assert issubclass(InputError, ValueError)
 
 
