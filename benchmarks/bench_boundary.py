@@ -132,6 +132,7 @@ def main() -> int:
     parser.add_argument("--ref-attributes", type=int, default=2, help="attributes to time the reference on")
     parser.add_argument("--interfacegan-repo", type=Path, default=Path("/opt/ref/interfacegan"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2, help="warm JAX runs; the fastest is reported")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "boundary_cpu.json")
     args = parser.parse_args()
 
@@ -159,9 +160,13 @@ def main() -> int:
     first = B.train_boundaries(codes, scores, seed=args.seed, solver="jax")
     first_s = time.perf_counter() - t
     result["load_average"]["after_first_jax"] = load_average()
-    t = time.perf_counter()
-    trained = B.train_boundaries(codes, scores, seed=args.seed, solver="jax")
-    warm_s = time.perf_counter() - t
+    warm_runs, solver_runs = [], []
+    for _ in range(max(1, args.repeats)):  # the machine may be shared: keep the least disturbed run
+        t = time.perf_counter()
+        trained = B.train_boundaries(codes, scores, seed=args.seed, solver="jax")
+        warm_runs.append(time.perf_counter() - t)
+        solver_runs.append(trained.seconds)
+    warm_s = min(warm_runs)
     result["load_average"]["after_warm_jax"] = load_average()
     assert np.allclose(first.boundaries, trained.boundaries, atol=1e-5)
     steps = [r["solver_info"]["newton_steps"] for r in trained.reports]
@@ -169,10 +174,12 @@ def main() -> int:
         "compile_s": compile_s,
         "first_call_s": first_s,
         "warm_call_s": warm_s,
-        "warm_solver_s": trained.seconds,
+        "warm_call_runs_s": warm_runs,
+        "warm_solver_s": min(solver_runs),
         "boundaries_per_s": args.attributes / warm_s,
         "what": "train_boundaries(codes, scores) for all attributes: split, one jitted vmapped solve, "
-                "accuracies; warm = second call (compiled program cached)",
+                "accuracies; warm = fastest later call (compiled program cached); solver = the part after "
+                "the splits (device transfer, solve, accuracies)",
         "newton_steps": {"min": min(steps), "max": max(steps), "mean": float(np.mean(steps))},
         "all_converged": all(r["solver_info"]["converged"] for r in trained.reports),
         "val_accuracy": {"min": min(r["accuracy"]["val"] for r in trained.reports),
