@@ -4,7 +4,9 @@ The whole optimization of a batch is one compiled program (a `lax.while_loop` ov
 `G.mesh` by image); optax drives the updates. Every per-image quantity (optimizer state, latent noise,
 noise renormalization, early stop, NaN handling) is computed per image, and the objective is the *sum* of
 per-image losses, so an image's result does not depend on its batch mates or its position in the batch:
-random draws are keyed by `seed` and a hash of the image's pixels, not by an index.
+random draws are keyed by `seed` and a hash of the image's pixels, not by an index. (Up to float32
+rounding: XLA picks kernel blockings by batch shape, a ~1e-7 difference that a long run at lr 0.1 can
+amplify into a nearby optimum of similar quality; a fixed batch layout is bit-for-bit reproducible.)
 
 Defaults per space (measured on dcgan_digiface, see benchmarks/results/invert_cpu.json):
 
