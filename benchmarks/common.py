@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -15,28 +13,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, memory, accelerator, library versions."""
-    import jax
-    import numpy as np
+    """The library's machine description (CPU, cores, load, devices, versions) plus torch if importable."""
+    from ifgan_jax.bench import machine_info
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d.device_kind) for d in jax.devices()],
-    }
+    info = machine_info()
     try:
         import torch
 
