@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifgan_jax.errors import InputError
+from ifgan_jax.io import atomic_save_npy
 
 __all__ = [
     "BoundaryResult",
@@ -742,14 +742,7 @@ def save_boundary(path: str | os.PathLike, boundary: np.ndarray, dtype: Any = np
         raise InputError(f"boundary path must end in .npy, got {path}")
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
-        np.save(tmp, row)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_npy(path, row)
     return path
 
 
