@@ -1,6 +1,6 @@
 """Benchmark: 40 boundaries on N x 512 codes, batched JAX solver vs InterFaceGAN's own train_boundary.
 
-    python benchmarks/bench_boundary.py [--n 500000] [--attributes 40] [--ref-attributes 2]
+    python -m benchmarks.bench_boundary [--n 500000] [--attributes 40] [--ref-attributes 2]
 
 Scores are synthetic but shaped like InterFaceGAN's: each attribute is a random unit direction in latent
 space plus Gaussian noise, the noise level spread over the attributes so their top/bottom-2% validation

@@ -1,7 +1,7 @@
 """Inversion throughput and quality on dcgan_digiface: one JAX batch vs per-image loops (JAX and torch).
 
-    python benchmarks/bench_invert.py                       # JAX parts only
-    /opt/torchenv/bin/python benchmarks/bench_invert.py     # adds the per-image torch loop
+    python -m benchmarks.bench_invert                      # JAX parts only
+    /opt/torchenv/bin/python -m benchmarks.bench_invert    # adds the per-image torch loop
 
 Targets are DCGAN images of known codes (seed 2024, a stream no pool or init draws from), quantized to
 uint8 as if read from PNG. Every loop optimizes the same objective for the same number of steps: pixel

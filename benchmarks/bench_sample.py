@@ -1,7 +1,7 @@
 """DCGAN sampling throughput: JAX (synthesize + uint8 + host transfer) beside the wheel's torch model.
 
-Run with an interpreter that has torch for the side-by-side figures, e.g.
-`/path/to/venv-with-torch/bin/python benchmarks/bench_sample.py`; without torch the reference is skipped.
+From the repository root, with an interpreter that has torch for the side-by-side figures:
+`/path/to/venv-with-torch/bin/python -m benchmarks.bench_sample`; without torch the reference is skipped.
 """
 
 from __future__ import annotations
