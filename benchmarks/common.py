@@ -13,17 +13,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    """The library's machine description (CPU, cores, load, devices, versions) plus torch if importable."""
+    """The library's machine description (CPU, cores, load, devices, versions, torch's threads if importable)."""
     from ifgan_jax.bench import machine_info
 
     info = machine_info()
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        info["torch"] = None
+    info["torch"] = info["versions"]["torch"]  # the top-level key the results files have always had
     return info
 
 

@@ -5,8 +5,10 @@ interleaved repeats after a warm-up call, synchronised by the host transfer), co
 memory (where the backend reports it), FLOPs per item from XLA's cost analysis and the achieved share of a
 matmul peak measured in the same run. It writes `results.json`, `report.md` and, with matplotlib, PNG plots.
 
-torch is never required: the reference side imports it inside functions and is skipped with a note when it
-is missing. Run `python -m ifgan_jax.bench worker JSON` is the internal entry of the scaling subprocesses.
+torch is never required, and this package never imports it: the reference runners live in
+`benchmarks/torch_reference.py` at the repository root (`load_torch_reference`) and are skipped with a note
+when that module cannot be imported. `python -m ifgan_jax.bench worker JSON` is the internal entry of the
+scaling subprocesses.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -45,6 +48,9 @@ RESULT_TAG = "IFGAN_BENCH_RESULT "  # prefix of the JSON line a scaling worker p
 WORKER_TIMEOUT_S = 600
 INTERFACEGAN_BATCH = 4  # InterFaceGAN's MAX_IMAGES_ON_DEVICE: its synthesize loop runs 4 codes at a time
 REFERENCE_SEED = 0
+# The torch reference runners: a module at the repository root, outside the package, so that ifgan_jax never
+# imports torch (see load_torch_reference).
+TORCH_REFERENCE_MODULE = "benchmarks.torch_reference"
 
 
 @dataclasses.dataclass
@@ -56,7 +62,7 @@ class BenchConfig:
     tasks: tuple[str, ...] = TASKS
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     devices: tuple[int, ...] | None = None  # device counts for the scaling run (None: 1, 2 on CPU; all on GPU)
-    reference: str = "auto"  # "auto" (if torch imports), "on" (required), "off"
+    reference: str = "auto"  # "auto" (if load_torch_reference succeeds), "on" (required), "off"
     interfacegan_repo: Path | None = None
     repeats: int = DEFAULT_REPEATS
     predictor: str | None = None  # None: fer if its wheel is installed, else stats
@@ -144,17 +150,6 @@ def matmul_peak(n: int | None = None, repeats: int = 5) -> float:
     return 2 * n**3 / t["mm"]["median_s"]
 
 
-def torch_matmul_peak(n: int = 2048, repeats: int = 5) -> float | None:
-    """The same matmul in torch (CPU threads as configured), or None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    a = torch.randn(n, n)
-    t = interleaved_times({"mm": lambda: torch.mm(a, a)}, repeats=repeats, min_seconds=0.2)
-    return 2 * n**3 / t["mm"]["median_s"]
-
-
 def peak_device_bytes() -> int | None:
     """Peak bytes in use on the first local device so far (process-wide), or None (e.g. XLA:CPU)."""
     try:
@@ -208,13 +203,10 @@ def machine_info() -> dict[str, Any]:
                      "numpy": np.__version__},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    try:
-        import torch
-
-        info["versions"]["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        info["versions"]["torch"] = None
+    info["versions"]["torch"] = None
+    reference, _ = load_torch_reference()
+    if reference is not None:
+        info["versions"]["torch"], info["torch_threads"] = reference.version_and_threads()
     try:
         import sklearn
 
@@ -261,14 +253,25 @@ def _family_config(family: str, resolution: int) -> Any:
     return module, module.Config(resolution=resolution)
 
 
-def load_bench_model(spec: str, *, reference: bool, interfacegan_repo: Path | None,
+def load_torch_reference() -> tuple[ModuleType | None, str | None]:
+    """The torch reference runners (TORCH_REFERENCE_MODULE), or None and why they cannot be imported."""
+    # Imported by name, not by an import statement, so torch stays optional and out of this package. It needs
+    # torch and the repository root on sys.path: `python run.py` puts it there, the `ifgan` console script not.
+    try:
+        return importlib.import_module(TORCH_REFERENCE_MODULE), None
+    except ImportError as err:
+        return None, (f"cannot import {TORCH_REFERENCE_MODULE} ({err}); run `python run.py bench` from the "
+                      f"repository root with torch installed")
+
+
+def load_bench_model(spec: str, *, reference: ModuleType | None, interfacegan_repo: Path | None,
                      devices: int | None = None) -> BenchModel:
-    """A Generator for `spec` plus torch reference runners (empty when `reference` is False or impossible)."""
+    """A Generator for `spec` plus the torch runners of `reference` (load_torch_reference; None: JAX only)."""
     from ifgan_jax.generator import Generator, load_generator
 
     notes: list[str] = []
     parsed = parse_model_spec(spec)
-    ref_module = None
+    ref_gen = None  # InterFaceGAN's torch generator, when it is the reference
     if parsed is None:
         try:
             G = load_generator(spec, devices=devices)
@@ -279,23 +282,22 @@ def load_bench_model(spec: str, *, reference: bool, interfacegan_repo: Path | No
         family, resolution = parsed
         G = None
     runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    if reference and family == "dcgan":
-        runners, why = _dcgan_reference(G)
+    if reference is not None and family == "dcgan":
+        runners, why = reference.dcgan_runners(G.latent_dim)
         if why:
             notes.append(why)
-    elif reference and family in ("pggan", "stylegan"):
+    elif reference is not None and family in ("pggan", "stylegan"):
         if interfacegan_repo is None:
             notes.append(f"{spec}: torch reference skipped (give --interfacegan-repo for InterFaceGAN's modules)")
         else:
-            ref_module = _interfacegan_generator(interfacegan_repo, family, resolution)
+            ref_gen = reference.interfacegan_generator(interfacegan_repo, family, resolution)
     if G is None:
         module, config = _family_config(family, resolution)
-        if ref_module is not None:
+        if ref_gen is not None:
             # Same random weights on both sides, through the project's own converter.
             from converters.interfacegan import convert_state_dict
 
-            state = {k: v.detach().cpu().numpy() for k, v in ref_module.model.state_dict().items()}
-            _, config, params, buffers = convert_state_dict(state, family)
+            _, config, params, buffers = convert_state_dict(reference.interfacegan_state_dict(ref_gen), family)
         else:
             shapes = module.param_shapes(config)
             params, buffers = _random_tree(shapes[0], REFERENCE_SEED), _random_tree(shapes[1], REFERENCE_SEED + 1)
@@ -305,57 +307,11 @@ def load_bench_model(spec: str, *, reference: bool, interfacegan_repo: Path | No
                 buffers["synthesis"]["lod"] = np.zeros((), np.float32)
             notes.append(f"{spec}: random weights (seed {REFERENCE_SEED}); throughput does not depend on values")
         G = Generator(spec, module.architecture(config), params, buffers, devices=devices)
-    if ref_module is not None:
-        runners = _interfacegan_runners(ref_module, family)
+    if ref_gen is not None:
+        runners = reference.interfacegan_runners(ref_gen, family)
     if runners and _platform() == "cpu":
-        runners = _with_one_thread_variants(runners)
+        runners = reference.with_one_thread_variants(runners)
     return BenchModel(spec, G, runners, notes)
-
-
-def _with_one_thread_variants(runners: dict[str, Callable]) -> dict[str, Callable]:
-    # On a busy machine torch's OpenMP team degrades far more than XLA's pool when cores are oversubscribed
-    # (benchmarks/NOTES.md: 84 vs 159 img/s, 2 vs 1 thread, at load 6 on 2 cores): time both, so the headline
-    # can use the better torch figure and not flatter JAX.
-    import torch
-
-    def one_thread(run: Callable) -> Callable:
-        def wrapped(z: np.ndarray) -> np.ndarray:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return run(z)
-            finally:
-                torch.set_num_threads(threads)
-
-        return wrapped
-
-    out = dict(runners)
-    if torch.get_num_threads() > 1:
-        out.update({f"{name}_1thread": one_thread(run) for name, run in runners.items()})
-    return out
-
-
-def _dcgan_reference(G: Any) -> tuple[dict[str, Callable], str | None]:
-    """The gan-face-generate wheel's own torch Generator with its released weights."""
-    try:
-        import torch
-        from gan_face_generate.models import Generator as TorchGenerator
-    except ImportError as err:
-        return {}, f"dcgan torch reference skipped: {err}"
-    from ifgan_jax.wheels import locate_wheel_file
-
-    path = locate_wheel_file("gan-face-generate", "gan_face_generate/weights.tar")
-    net = TorchGenerator(ngpu=0, nc=3, nz=G.latent_dim, ngf=64)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net.eval().to(device)
-
-    def run(z: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            x = net(torch.from_numpy(z).to(device)[:, :, None, None])
-            return torch.clamp((x + 1) * 127.5 + 0.5, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-    return {"torch": run}, None
 
 
 def import_interfacegan(repo: Path, package: str) -> Any:
@@ -373,53 +329,13 @@ def import_interfacegan(repo: Path, package: str) -> Any:
     return module
 
 
-def _quiet_logger() -> logging.Logger:
+def quiet_logger() -> logging.Logger:
+    """A logger for InterFaceGAN's modules that drops its warnings."""
     logger = logging.getLogger("ifgan_bench_reference")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     logger.setLevel(logging.ERROR)  # InterFaceGAN warns that no pretrained weights are loaded: intended
     return logger
-
-
-def _interfacegan_generator(repo: Path, family: str, resolution: int) -> Any:
-    """InterFaceGAN's PGGANGenerator / StyleGANGenerator with its default random init at `resolution`."""
-    import torch
-
-    import_interfacegan(repo, "models")
-    settings = importlib.import_module("_interfacegan_models.model_settings")
-    settings.USE_CUDA = torch.cuda.is_available()  # its default assumes a GPU
-    name = f"ifgan_bench_{family}_{resolution}"
-    entry = {"gan_type": family, "latent_space_dim": 512, "resolution": resolution, "min_val": -1.0,
-             "max_val": 1.0, "output_channels": 3, "channel_order": "RGB"}
-    if family == "pggan":
-        entry["fused_scale"] = False
-        cls = importlib.import_module("_interfacegan_models.pggan_generator").PGGANGenerator
-    else:
-        entry.update(w_space_dim=512, fused_scale="auto")
-        cls = importlib.import_module("_interfacegan_models.stylegan_generator").StyleGANGenerator
-    settings.MODEL_POOL[name] = entry
-    torch.manual_seed(REFERENCE_SEED)
-    return cls(name, logger=_quiet_logger())
-
-
-def _interfacegan_runners(gen: Any, family: str) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Two torch references: InterFaceGAN's generate_data.py loop (batch 4) and the whole batch at once."""
-    import torch
-
-    kwargs = {"latent_space_type": "Z"} if family == "stylegan" else {}
-
-    def interfacegan_loop(z: np.ndarray) -> np.ndarray:
-        # generate_data.py: preprocess, then easy_synthesize over get_batch_inputs (4 codes at a time).
-        codes = gen.preprocess(z, **kwargs)
-        return np.concatenate([gen.easy_synthesize(b, **kwargs)["image"] for b in gen.get_batch_inputs(codes)])
-
-    def torch_batched(z: np.ndarray) -> np.ndarray:
-        codes = torch.from_numpy(gen.preprocess(z, **kwargs)).to(gen.run_device)
-        with torch.no_grad():
-            x = gen.model(codes)
-            return torch.clamp((x + 1) * 127.5 + 0.5, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-    return {"interfacegan": interfacegan_loop, "torch_batched": torch_batched}
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -675,7 +591,7 @@ def _sklearn_reference(config: BenchConfig) -> tuple[Callable | None, str]:
     if config.interfacegan_repo is not None:
         utils = import_interfacegan(config.interfacegan_repo, "utils")
         manipulator = importlib.import_module(f"{utils.__name__}.manipulator")
-        logger = _quiet_logger()
+        logger = quiet_logger()
 
         def interfacegan(codes: np.ndarray, scores: np.ndarray) -> np.ndarray:
             # InterFaceGAN uses np.int, removed in numpy 1.24: alias it only for the duration of the call.
@@ -748,7 +664,7 @@ def _scaling_devices(config: BenchConfig) -> list[int]:
 
 def scaling_measure(spec: str, devices: int, batch_per_device: int, repeats: int) -> dict[str, Any]:
     """Sampling images/s on `devices` local devices at a fixed per-device batch (weak scaling)."""
-    bm = load_bench_model(spec, reference=False, interfacegan_repo=None, devices=devices)
+    bm = load_bench_model(spec, reference=None, interfacegan_repo=None, devices=devices)
     G = bm.G
     bs = batch_per_device * devices
     z = G.sample_latents(seed=0, start=0, count=bs)
@@ -831,12 +747,14 @@ def _check_config(config: BenchConfig) -> None:
         raise InputError("boundary sizes and invert batch/steps must be positive")
 
 
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _requested_reference(config: BenchConfig) -> tuple[ModuleType | None, str | None]:
+    """The torch reference module `config.reference` asks for, or None and why (None, None when off)."""
+    if config.reference == "off":
+        return None, None
+    reference, why_not = load_torch_reference()
+    if reference is None and config.reference == "on":
+        raise InputError(f"--reference-torch: {why_not}")
+    return reference, why_not
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -849,18 +767,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         raise InputError(f"cannot create {out}: {err.strerror or err}") from None
     started = time.time()
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    has_torch = _torch_available()
-    if config.reference == "on" and not has_torch:
-        raise InputError("--reference-torch needs torch in this interpreter (pip install torch)")
-    use_ref = config.reference != "off" and has_torch
-    results = Results(matmul_peak(), torch_matmul_peak() if use_ref else None)
-    if config.reference != "off" and not has_torch:
-        results.notes.append("torch is not importable: every torch reference is skipped")
+    reference, why_not = _requested_reference(config)
+    results = Results(matmul_peak(), reference.matmul_peak() if reference else None)
+    if why_not:
+        results.notes.append(f"every torch reference is skipped: {why_not}")
     _log(config, f"matmul peak: jax {results.peak_flops / 1e9:.0f} GFLOP/s"
                  + (f", torch {results.torch_peak_flops / 1e9:.0f} GFLOP/s" if results.torch_peak_flops else ""))
     predictor = None
     for spec in config.models:
-        bm = load_bench_model(spec, reference=use_ref, interfacegan_repo=config.interfacegan_repo)
+        bm = load_bench_model(spec, reference=reference, interfacegan_repo=config.interfacegan_repo)
         results.notes.extend(bm.notes)
         for task in config.tasks:
             if task != "boundary":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import needs_dcgan, run_cli
+from conftest import ROOT, needs_dcgan, run_cli
 
 from ifgan_jax.bench import interleaved_times, parse_model_spec
 
@@ -40,6 +43,29 @@ def test_bad_flags_exit_2(tmp_path, flags):
     res = run_cli("bench", "-o", str(tmp_path / "x"), *flags)
     assert res.returncode == 2, res.stderr
     assert res.stderr.count("\n") == 1 and "error" in res.stderr
+
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+LOAD_REFERENCE = "from ifgan_jax.bench import load_torch_reference as f; m, why = f(); print(m and m.__name__, why)"
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="needs an interpreter without torch")
+def test_required_reference_without_torch_exits_2(tmp_path):
+    res = run_cli("bench", "--reference-torch", "-o", str(tmp_path / "x"))
+    assert res.returncode == 2 and "No module named 'torch'" in res.stderr, res.stderr
+
+
+def test_torch_reference_needs_the_repository_root(tmp_path):
+    # The `ifgan` console script runs outside the repository: the reference is skipped, saying why.
+    res = subprocess.run([sys.executable, "-c", LOAD_REFERENCE], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("None ") and "from the repository root with torch installed" in res.stdout
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_torch_reference_imports_from_the_repository_root():
+    res = subprocess.run([sys.executable, "-c", LOAD_REFERENCE], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.strip() == "benchmarks.torch_reference None", res.stderr
 
 
 def test_parse_model_spec():
