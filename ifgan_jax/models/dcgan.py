@@ -83,8 +83,7 @@ class DCGANGenerator(nnx.Module):
         return x
 
 
-def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """ConvTranspose2d(k=4, stride=2, padding=1) as a convolution over the 2x-dilated input."""
+def _dilated_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     pad = KERNEL - 1 - 1  # k - 1 - torch padding
     return jax.lax.conv_general_dilated(
         x,
@@ -94,6 +93,31 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
         lhs_dilation=(2, 2),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
+
+
+@jax.custom_vjp
+def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """ConvTranspose2d(k=4, stride=2, padding=1) as a convolution over the 2x-dilated input."""
+    return _dilated_conv(x, kernel)
+
+
+def _upsample_conv_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return _dilated_conv(x, kernel), (x, kernel)
+
+
+def _upsample_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # Autodiff turns the input gradient into another lhs-dilated convolution, which XLA:CPU runs slowly
+    # (inversion steps measured 3x slower, benchmarks/NOTES.md). It is exactly a stride-2 convolution of g
+    # with the flipped, in/out-swapped kernel: a quarter of the multiply-adds, and a fast kernel.
+    x, kernel = residuals
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    dx = jax.lax.conv_general_dilated(g, flipped, window_strides=(2, 2), padding=((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    _, kernel_vjp = jax.vjp(lambda k: _dilated_conv(x, k), kernel)  # dead code (removed by XLA) for code-only grads
+    return dx, kernel_vjp(g)[0]
+
+
+upsample_conv.defvjp(_upsample_conv_fwd, _upsample_conv_bwd)
 
 
 def architecture(config: Config) -> Architecture:
