@@ -16,7 +16,7 @@ from ifgan_jax.models import pggan
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # float32 on the CPU lands near 1e-5 relative (|out - ref| / |ref| over the whole array; measured 2e-6
-# here); above 1e-4 is a bug, not rounding (fixtures/README in the shared parity folder).
+# here); the issue sets 1e-5, and above 1e-4 is a bug (fixtures/README in the shared parity folder).
 PARITY_TOL = 1e-5
 BLUR = np.outer([1, 2, 1], [1, 2, 1]).astype(np.float32) / 16
 
