@@ -1,8 +1,11 @@
-"""The offline end-to-end demo: sample + score, train boundaries, project, edit, measure, report."""
+"""The offline end-to-end demo: sample + score, train boundaries, project, edit, measure, report, and a real
+photo inverted into the model and edited along the trained boundaries."""
 
 from __future__ import annotations
 
 import functools
+import importlib.resources
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,13 +18,18 @@ from PIL import Image, ImageDraw
 from ifgan_jax import io
 from ifgan_jax.boundary import project_boundary, train_boundaries
 from ifgan_jax.edit import edit_codes
-from ifgan_jax.generator import Generator
+from ifgan_jax.errors import InputError
+from ifgan_jax.generator import Generator, postprocess
+from ifgan_jax.images import load_image, to_float
+from ifgan_jax.invert import invert
 from ifgan_jax.predictors import Predictor, brightness, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
 
 DISTANCES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 ATTRIBUTES = ("happy", "surprise", "brightness")
+PHOTO = "astronaut_face.png"  # bundled in ifgan_jax/data (public domain, see its README)
+PHOTO_BOUNDARIES = ("happy", "happy_c_surprise")
 
 
 def _fer_and_brightness(fer_apply, params, images):
@@ -35,9 +43,29 @@ def demo_predictor() -> Predictor:
                      functools.partial(_fer_and_brightness, fer.apply))
 
 
+def load_photo(path: str | os.PathLike | None, resolution: int) -> tuple[np.ndarray, str]:
+    """The demo's photo (None: the bundled one) as uint8 (R, R, 3), center-cropped, and its file name."""
+    if path is None:
+        with importlib.resources.as_file(importlib.resources.files("ifgan_jax") / "data" / PHOTO) as bundled:
+            return load_image(bundled, resolution), PHOTO
+    path = Path(path)
+    if not path.is_file():  # load_image would call a missing file "corrupt"
+        raise InputError(f"photo {path} does not exist or is not a file")
+    return load_image(path, resolution), path.name
+
+
 def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int = 0, grid_samples: int = 8,
-             curve_samples: int = 256, batch_size: int = 256, show_progress: bool = True) -> dict[str, Any]:
-    """Run every stage on `G` and write report.md, grids, a curve plot and demo.json into out_dir."""
+             curve_samples: int = 256, batch_size: int = 256, show_progress: bool = True,
+             photo: str | os.PathLike | None = None, photo_steps: int | None = None) -> dict[str, Any]:
+    """Run every stage on `G` and write report.md, grids, a curve plot, photo.png and demo.json into out_dir.
+
+    photo: the image inverted and edited in the last stage (None: the bundled astronaut portrait);
+    photo_steps: its inversion's Adam steps (None: the library default).
+    """
+    # Load the photo first: a bad file must fail in seconds, not after the sampling stage.
+    target, photo_name = load_photo(photo, G.resolution)
+    if photo_steps is not None and photo_steps < 1:
+        raise InputError(f"photo steps must be >= 1, got {photo_steps}")
     out = Path(out_dir)
     (out / "boundaries").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -93,16 +121,62 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
               for k, name in enumerate(names)}
     _plot_curves(out / "curve.png", curves)
 
+    photo_summary = _photo_stage(G, out, target, photo_name, boundaries, predictor, seed=seed, steps=photo_steps,
+                                 timings=timings, show_progress=show_progress)
+
     summary = {
         "model": G.name, "count": count, "seed": seed, "distances": list(DISTANCES),
         "boundaries": {a: reports[a] for a in ATTRIBUTES},
         "cosine_happy_surprise": float((boundaries["happy"] @ boundaries["surprise"].T)[0, 0]),
         "cosine_happy_conditioned_surprise": float((boundaries["happy_c_surprise"] @ boundaries["surprise"].T)[0, 0]),
-        "curves": curves, "grids": grids, "timings": timings, "devices": [str(d) for d in jax.devices()],
+        "curves": curves, "grids": grids, "photo": photo_summary, "timings": timings,
+        "devices": [str(d) for d in jax.devices()],
     }
     io.atomic_write_json(out / "demo.json", summary)
     io.atomic_write_bytes(out / "report.md", _report(summary).encode())
     return summary
+
+
+def _photo_stage(G: Generator, out: Path, target: np.ndarray, name: str, boundaries: dict[str, np.ndarray],
+                 predictor: Predictor, *, seed: int, steps: int | None, timings: dict[str, float],
+                 show_progress: bool) -> dict[str, Any]:
+    """Invert the photo into Z, edit it along PHOTO_BOUNDARIES, score every edit, write photo.png."""
+    labels = list(predictor.labels)
+    columns = [labels.index(a) for a in ATTRIBUTES]
+    t = time.perf_counter()
+    progress = Progress(1, desc="demo: invert photo", enabled=show_progress)
+    progress.update(0)  # the one batch takes a while; say what is running
+    result = invert(G, target[None], space="z", steps=steps, seed=seed)
+    progress.update(1)
+    progress.close()
+    timings["photo_invert_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stacked = jnp.asarray(np.concatenate([boundaries[n] for n in PHOTO_BOUNDARIES]))
+    # Relative mode: distance 0 is the inverted code itself, so the edits are measured from the reconstruction
+    # (absolute mode would first move it onto the hyperplane).
+    edited = edit_codes(jnp.asarray(result.codes), stacked, jnp.asarray(DISTANCES, jnp.float32), mode="relative")
+    scored = G.synthesize_with(edited.reshape(-1, G.latent_dim), make_score_head(predictor, with_images=True),
+                               predictor.params)
+    n_b, n_s = len(PHOTO_BOUNDARIES), len(DISTANCES)
+    scores = np.asarray(scored["scores"])[:, columns].reshape(n_b, n_s, len(columns))
+    images = np.asarray(scored["images"]).reshape(n_b, n_s, *scored["images"].shape[1:])
+    # The inversion's own reconstruction is scored apart from the edits: their distance-0 entries must match it.
+    direct = np.asarray(predictor(np.stack([to_float(target), result.reconstructions[0]])))[:, columns]
+    timings["photo_edit_and_score_s"] = time.perf_counter() - t
+
+    reconstruction = np.asarray(postprocess(result.reconstructions[0]))
+    # The distance-0 edit repeats the reconstruction, so the strip leaves it out.
+    edits = [images[0, k] for k, d in enumerate(DISTANCES) if d != 0.0]
+    io.save_grid(out / "photo.png", np.stack([target, reconstruction, *edits])[None])
+    return {
+        "source": name, "psnr": float(result.psnr[0]), "steps": int(result.steps[0]), "init": result.init,
+        "mode": "relative", "distances": list(DISTANCES), "image": "photo.png",
+        "target": {a: float(v) for a, v in zip(ATTRIBUTES, direct[0], strict=True)},
+        "reconstruction": {a: float(v) for a, v in zip(ATTRIBUTES, direct[1], strict=True)},
+        "curves": {b: {a: scores[k, :, j].tolist() for j, a in enumerate(ATTRIBUTES)}
+                   for k, b in enumerate(PHOTO_BOUNDARIES)},
+    }
 
 
 def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> None:
@@ -129,8 +203,8 @@ def _report(s: dict[str, Any]) -> str:
     lines = [
         f"# ifgan-jax demo on `{s['model']}`", "",
         f"{s['count']} samples (seed {s['seed']}) scored by the FER expression classifier and mean brightness; "
-        "linear boundaries trained with the batched JAX solver; edits in absolute mode "
-        "(signed distance to the hyperplane).", "",
+        "linear boundaries trained with the batched JAX solver; sample edits in absolute mode "
+        "(signed distance to the hyperplane), the photo's in relative mode.", "",
         "## Boundaries", "", "| attribute | train acc | val acc | remaining acc | per class (top/bottom) | train/val |",
         "|---|---|---|---|---|---|",
     ]
@@ -150,6 +224,28 @@ def _report(s: dict[str, Any]) -> str:
     lines += ["", "![curve](curve.png)", "", "## Edits (rows: samples, columns: distances -3 .. +3)", ""]
     for name, grid in s["grids"].items():
         lines += [f"### {name}", "", f"![{name}]({grid})", ""]
+    lines += _photo_report(s["photo"])
     lines += ["## Timings", "", "| stage | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in s["timings"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _photo_report(p: dict[str, Any]) -> list[str]:
+    """The report section of the photo stage."""
+    nonzero = ", ".join(f"{d:+.0f}" for d in p["distances"] if d != 0.0)
+    lines = [
+        "## A real photo made to smile", "",
+        f"`{p['source']}` inverted into Z ({p['init']} init, {p['steps']} Adam steps): reconstruction PSNR "
+        f"{p['psnr']:.2f} dB. The code is then moved along each boundary by a relative distance, so 0 is the "
+        "reconstruction.", "",
+        f"![photo]({p['image']})", "",
+        f"Columns: the photo at the model's resolution | reconstruction | happy edits at {nonzero}.", "",
+        f"FER happy of the photo itself: {p['target']['happy']:.3f}; of the reconstruction: "
+        f"{p['reconstruction']['happy']:.3f}.", "",
+        "| boundary | score | " + " | ".join(f"{d:+.0f}" for d in p["distances"]) + " |",
+        "|---|---|" + "---|" * len(p["distances"]),
+    ]
+    for name, per_label in p["curves"].items():
+        for label, values in per_label.items():
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return [*lines, ""]

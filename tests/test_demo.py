@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -27,6 +28,39 @@ def test_demo_small(tmp_path):
         b = np.load(out / "boundaries" / f"{name}_boundary.npy")
         assert b.shape == (1, 100) and b.dtype == np.float32 and abs(np.linalg.norm(b) - 1) < 1e-5
     assert "happy" in (out / "report.md").read_text()
+
+    # The last stage: the bundled photo inverted into Z and edited in relative mode (0 = the reconstruction).
+    photo = summary["photo"]
+    assert photo["source"] == "astronaut_face.png" and (out / "photo.png").is_file()
+    assert "![photo](photo.png)" in (out / "report.md").read_text()
+    # Measured 19.81 dB (2 CPU cores, seed 0); other seeds and settings gave 19.3-20.5 dB. A real photo sits
+    # off this DCGAN's synthetic-face manifold, far below its own samples' ~42 dB; 16 dB leaves margin.
+    assert np.isfinite(photo["psnr"]) and photo["psnr"] > 16.0
+    distances = photo["distances"]
+    lo, zero, hi = distances.index(min(distances)), distances.index(0.0), distances.index(max(distances))
+    for name in ("happy", "happy_c_surprise"):
+        happy = photo["curves"][name]["happy"]
+        # Relative mode: distance 0 is the inverted code, scored here as invert's own reconstruction was.
+        assert len(happy) == len(distances) and abs(happy[zero] - photo["reconstruction"]["happy"]) < 1e-3
+        assert happy[hi] > happy[zero] > happy[lo], (name, happy)
+    assert 0 <= photo["target"]["happy"] <= 1
+    assert "photo: happy" in res.stdout
+
+
+@pytest.mark.parametrize("kind", ["not_an_image", "missing"])
+def test_demo_rejects_bad_photo_before_sampling(tmp_path, kind):
+    photo = tmp_path / "x.png"
+    if kind == "not_an_image":
+        photo.write_text("not a PNG\n")
+    out = tmp_path / "d"
+    start = time.perf_counter()
+    res = run_cli("demo", "-o", str(out), "--photo", str(photo), "--quiet", timeout=120)
+    elapsed = time.perf_counter() - start
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ifgan demo: error:") and "x.png" in lines[0], res.stderr
+    # Sampling 20000 faces takes minutes here; failing first leaves no output behind.
+    assert not out.exists() and elapsed < 60, elapsed
 
 
 def test_demo_rejects_tiny_n(tmp_path):
