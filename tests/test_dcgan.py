@@ -121,7 +121,7 @@ def test_user_supplied_model_without_weights(tmp_path, monkeypatch):
         ifgan_jax.load_generator("stylegan_ffhq")
 
 
-def test_upsample_conv_gradients_match_autodiff():
+def test_upsample_conv_matches_dilated_conv_and_its_gradients():
     # The hand-written backward pass (a stride-2 conv) must equal autodiff of the dilated conv it replaces.
     from ifgan_jax.models.dcgan import _dilated_conv, upsample_conv
 
@@ -132,6 +132,10 @@ def test_upsample_conv_gradients_match_autodiff():
     out, vjp = jax.vjp(upsample_conv, x, kernel)
     ref_out, ref_vjp = jax.vjp(_dilated_conv, x, kernel)
     np.testing.assert_allclose(out, ref_out, rtol=1e-6)
+    for channels in (6, 256):  # both forward algorithms (GEMM + overlap-add for narrow layers) agree
+        xc = jnp.asarray(rng.normal(size=(2, 4, 3, channels)).astype(np.float32))
+        kc = jnp.asarray(rng.normal(size=(4, 4, channels, 5)).astype(np.float32) / np.sqrt(channels))
+        np.testing.assert_allclose(upsample_conv(xc, kc), _dilated_conv(xc, kc), rtol=1e-5, atol=1e-5)
     for got, want in zip(vjp(g), ref_vjp(g), strict=True):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

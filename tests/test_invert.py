@@ -168,14 +168,20 @@ def test_inversion_improves_fast(dcgan, targets):
 
 @needs_dcgan
 def test_image_alone_equals_image_in_batch(dcgan, targets):
-    kw = dict(steps=15, init="random", initial_noise=0.05, seed=3)
+    # The issue asks for 1e-5. On CPU every image runs in a program of one micro-batch shape, so the result is
+    # bit-identical; 60 Adam steps at lr 0.1 amplify any rounding difference far beyond 1e-5 (3e-3 at 15 steps
+    # when shapes differed).
+    kw = dict(steps=60, init="random", initial_noise=0.05, seed=3)
     batch = inv.invert(dcgan, targets, **kw)
     alone = inv.invert(dcgan, targets[5:6], **kw)
-    assert np.abs(alone.codes[0] - batch.codes[5]).max() < 1e-5
-    assert abs(float(alone.mse[0] - batch.mse[5])) < 1e-6
-    # Padding (5 images run as 8) and position do not matter either.
+    np.testing.assert_array_equal(alone.codes[0], batch.codes[5])
+    assert float(alone.mse[0]) == float(batch.mse[5])
+    # Padding (5 images run as 16), position and a batch of two micro-batches (16 + 5 run as 32) do not matter.
     moved = inv.invert(dcgan, targets[[9, 5, 1, 2, 3]], **kw)
-    assert np.abs(moved.codes[1] - batch.codes[5]).max() < 1e-5
+    np.testing.assert_array_equal(moved.codes[1], batch.codes[5])
+    bigger = inv.invert(dcgan, np.concatenate([targets, targets[:5]]), batch_size=32, **kw)
+    np.testing.assert_array_equal(bigger.codes[5], batch.codes[5])
+    np.testing.assert_array_equal(bigger.codes[16 + 3], moved.codes[4])
 
 
 @needs_dcgan
