@@ -30,7 +30,7 @@ NOTES = [
     "Throughput rounds run at --timing-steps (250), not 1000: the per-step cost does not depend on the step "
     "count, and three 1000-step contenders x 3 rounds would take over an hour on these 2 shared cores. "
     "quality.images_per_s is the rate of one uninterrupted 1000-step batch run.",
-    "jax_per_image runs one image per call on a generator with micro_batch=1 (the fastest way to invert one "
+    "jax_per_image runs one image per call with micro_batch=1 (the fastest way to invert one "
     "image at a time here). The library's default pads a lone image to a whole micro-batch of 16 so that its "
     "result is bit-identical to the same image inside any batch (tests/test_invert.py); "
     "max_code_diff_vs_batch compares the per-image loop's codes, made at another shape, with the batch's: "
@@ -124,7 +124,6 @@ def main() -> int:
     from ifgan_jax import invert as inv
 
     G = ifgan_jax.load_generator("dcgan_digiface")
-    G1 = ifgan_jax.load_generator("dcgan_digiface", micro_batch=1)
     z_true = G.sample_latents(seed=2024, start=0, count=args.count)
     targets_u8 = np.asarray(G.synthesize_uint8(z_true))
     targets = inv.check_targets(G, targets_u8)
@@ -135,7 +134,7 @@ def main() -> int:
     report: dict = {"machine": machine(), "notes": NOTES, "load_average_start": os.getloadavg(),
                     "settings": {"count": args.count, "quality_steps": args.steps, "timing_steps": steps,
                                  "rounds": args.rounds, "per_image_count_per_round": k, "init": init, "lr": lr,
-                                 "loss": "pixel MSE", "sphere": True, "micro_batch": G.micro_batch,
+                                 "loss": "pixel MSE", "sphere": True, "micro_batch": inv.CPU_MICRO_BATCH,
                                  "devices": G.num_devices}}
 
     # 1. Throughput: contenders timed round-robin (order reversed every round) so they share the load.
@@ -146,7 +145,7 @@ def main() -> int:
 
     def jax_single() -> tuple[int, float]:
         start = time.perf_counter()
-        jax_single.codes = [inv.invert(G1, targets_u8[i : i + 1], steps=steps, batch_size=1).codes[0]
+        jax_single.codes = [inv.invert(G, targets_u8[i : i + 1], steps=steps, batch_size=1, micro_batch=1).codes[0]
                             for i in range(k)]
         return k, time.perf_counter() - start
 
@@ -166,7 +165,7 @@ def main() -> int:
 
             torch_invert_one(net, targets[0], z0[0], 3, lr)  # warm-up (allocator, oneDNN primitives)
             contenders["torch_per_image"] = torch_single
-    inv.invert(G1, targets_u8[:1], steps=steps, batch_size=1)  # compile the batch-1 program untimed
+    inv.invert(G, targets_u8[:1], steps=steps, batch_size=1, micro_batch=1)  # compile the batch-1 program untimed
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for r in range(args.rounds):
         order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]

@@ -19,9 +19,10 @@ from ifgan_jax.model_cache import resolve_model_dir
 from ifgan_jax.models.base import Architecture
 from ifgan_jax.registry import DEFAULT_MODEL, family_module
 
-# XLA:CPU keeps activations in cache when a big batch runs as a loop of small ones
-# (benchmarks/NOTES.md: 16 x 16 beat one batch of 256 by 1.7x); accelerators want the whole batch.
-CPU_MICRO_BATCH = 16
+# XLA:CPU keeps activations in cache when a big batch runs as a loop of small ones (benchmarks/NOTES.md:
+# 16 x 16 beat one batch of 256 by 1.7x; with the DCGAN's GEMM up-sampling 8 beat 16 by 0-10%); accelerators
+# want the whole batch.
+CPU_MICRO_BATCH = 8
 DEFAULT_MAX_BATCH = 256
 
 

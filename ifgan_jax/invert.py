@@ -55,6 +55,8 @@ NOISE_RAMP = 0.75
 LR_RAMPUP = 0.05  # linear warm-up over the first 5% of the steps
 LR_RAMPDOWN = 0.25  # cosine decay to 0 over the last 25%
 DEFAULT_BATCH = 32
+# Images per fixed-shape step loop on CPU: value-and-grad measured fastest at 16 (8: +10%, 32: +10-40%).
+CPU_MICRO_BATCH = 16
 NOISE_WEIGHT = 1e5  # NVlabs' regularize_noise_weight
 MEAN_SAMPLES = 10_000  # mapped samples behind the mean W / W+ code
 MEAN_SEED = 123  # fixed, so 'mean' init does not depend on the user's seed
@@ -583,8 +585,13 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
               optimizer: Any = None, loss: Any = None, vgg16: VGG16 | None = None,
               perceptual_weight: float = 1.0, initial_noise: float | None = None, noise_ramp: float = NOISE_RAMP,
               sphere: bool | None = None, latent_weight: float = 0.0, optimize_noise: bool = False,
-              noise_weight: float = NOISE_WEIGHT, stop_loss: float | None = None) -> _Plan:
+              noise_weight: float = NOISE_WEIGHT, stop_loss: float | None = None,
+              micro_batch: int | None = None) -> _Plan:
     """Validate settings and resolve per-space defaults (the static part of `invert`)."""
+    if micro_batch is None:  # CPU (the generator micro-batches): CPU_MICRO_BATCH; accelerators: whole batch
+        micro_batch = CPU_MICRO_BATCH if G.micro_batch else 0
+    if micro_batch < 0:
+        raise InputError(f"micro batch must be >= 0, got {micro_batch}")
     if space not in G.spaces:
         raise InputError(f"{G.name} has no {space!r} space (spaces: {', '.join(G.spaces)})")
     steps = DEFAULT_STEPS if steps is None else int(steps)
@@ -628,7 +635,7 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
                  perceptual_weight=float(perceptual_weight), noise_std=factor * spread,
                  noise_ramp=float(noise_ramp), sphere=bool(sphere), latent_weight=float(latent_weight),
                  optimize_noise=bool(optimize_noise), noise_weight=float(noise_weight),
-                 stop_loss=None if stop_loss is None else float(stop_loss), micro_batch=G.micro_batch)
+                 stop_loss=None if stop_loss is None else float(stop_loss), micro_batch=int(micro_batch))
 
 
 def invert(
@@ -653,6 +660,7 @@ def invert(
     noise_weight: float = NOISE_WEIGHT,
     stop_loss: float | None = None,
     progress: Callable[[int], None] | None = None,
+    micro_batch: int | None = None,
 ) -> InversionResult:
     """Find codes in `space` whose images match `images` (uint8 or [-1, 1] float, (N, R, R, 3)).
 
@@ -663,7 +671,8 @@ def invert(
     sphere: project Z codes to norm sqrt(d) after each step (default for z). latent_weight: weight of the
     mean squared distance to the mean code. optimize_noise: StyleGAN noise
     maps too (with NVlabs' regularizer, weight noise_weight). stop_loss: an image stops when its loss is
-    below it. progress(k) is called after each batch of k images.
+    below it. progress(k) is called after each batch of k images. micro_batch: images per fixed-shape step loop
+    (default CPU_MICRO_BATCH on CPU, the whole batch on accelerators; 1 is fastest for lone images).
     """
     targets = check_targets(G, images)
     if not 0 <= int(seed) < 2**32:
@@ -673,7 +682,7 @@ def invert(
     plan = make_plan(G, space, steps=steps, lr=lr, optimizer=optimizer, loss=loss, vgg16=vgg16,
                      perceptual_weight=perceptual_weight, initial_noise=initial_noise, noise_ramp=noise_ramp,
                      sphere=sphere, latent_weight=latent_weight, optimize_noise=optimize_noise,
-                     noise_weight=noise_weight, stop_loss=stop_loss)
+                     noise_weight=noise_weight, stop_loss=stop_loss, micro_batch=micro_batch)
     init = DEFAULT_INIT[space] if init is None else init
     if parse_init(init)[0] == "mean" and plan.sphere:
         raise InputError("init 'mean' (z = 0) has no direction on the Z sphere; use best-of-K or random "

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     G = load_generator_from_args(args)
     vgg = inv.load_vgg16(args.vgg16, args.lpips_lin) if args.vgg16 else None
     plan = inv.make_plan(G, args.space, steps=args.steps, lr=args.lr, vgg16=vgg,
-                         perceptual_weight=args.perceptual_weight, optimize_noise=args.optimize_noise)
+                         perceptual_weight=args.perceptual_weight, optimize_noise=args.optimize_noise,
+                         micro_batch=args.micro_batch)
     loaded = load_images(args.images, G.resolution, crop=not args.no_crop)
     if len(loaded) == 0:
         reasons = "; ".join(f"{f['source']}: {f['reason']}" for f in loaded.failures[:3])
@@ -134,7 +135,8 @@ def _run_batches(G, plan, loaded, out: Path, identity: dict, init: str, seed: in
             stop = min(start + bs, n)
             res = inv.invert(G, loaded.uint8[start:stop], plan.space, steps=plan.steps, lr=plan.lr,
                              loss=plan.loss, init=init, seed=seed, batch_size=bs, vgg16=vgg,
-                             perceptual_weight=plan.perceptual_weight, optimize_noise=plan.optimize_noise)
+                             perceptual_weight=plan.perceptual_weight, optimize_noise=plan.optimize_noise,
+                             micro_batch=plan.micro_batch)
             recon = np.clip((res.reconstructions + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
             paths = [out / "reconstructions" / f"{i:06d}.png" for i in range(start, stop)]
             writer.submit(paths, recon).result()  # PNGs on disk before the batch counts as done

@@ -14,7 +14,7 @@ from ifgan_jax.models.nnx_bind import bind
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d default
 FIRST_SIZE = 4  # the first transposed conv turns the 1x1 latent into 4x4
 KERNEL = 4  # every transposed conv is 4x4; the later ones use stride 2, padding 1
-GEMM_MAX_IN_CHANNELS = 128  # up-sampling layers this narrow run as GEMM + overlap-add (see _transposed_conv)
+GEMM_MAX_IN_CHANNELS = 256  # up-sampling layers this narrow run as GEMM + overlap-add (see _transposed_conv)
 
 
 @dataclasses.dataclass(frozen=True)
