@@ -18,13 +18,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = [
@@ -38,32 +39,6 @@ NOTES = [
     "float rounding differs by shape, and hundreds of Adam steps amplify it into a nearby optimum.",
 ]
 RESULTS = ROOT / "benchmarks" / "results" / "invert_cpu.json"
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import flax
-    import jax
-    import optax
-
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
-            "jax_backend": jax.default_backend()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    return info
 
 
 def torch_generator():

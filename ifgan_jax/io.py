@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,44 @@ def save_grid(path: str | os.PathLike, images: np.ndarray, *, pad: int = 2) -> N
             y, x = pad + r * (h + pad), pad + k * (w + pad)
             grid[y : y + h, x : x + w] = images[r, k]
     atomic_write_bytes(path, encode_png(grid))
+
+
+def open_run_dir(out: Path, identity: dict[str, Any], output_names: Iterable[str], overwrite: bool) -> dict | None:
+    """Prepare `out` for a resumable run named by `identity` (keys of its meta.json).
+
+    Returns the existing meta.json when `out` holds this same run (to resume, or already complete) and None
+    for a fresh, writable directory. A different run or unrelated files raise InputError, unless `overwrite`,
+    which first deletes `output_names`.
+    """
+    from ifgan_jax.errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a directory")
+    if overwrite and out.is_dir():
+        for name in output_names:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    meta_path = out / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError:
+            meta = {}
+        previous = {k: meta.get(k) for k in identity}
+        if previous != identity:
+            diff = ", ".join(f"{k}: {previous[k]!r} -> {identity[k]!r}" for k in identity if previous[k] != identity[k])
+            raise InputError(f"{out} holds a different run ({diff}); pass --overwrite to replace it")
+        return meta
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} is not empty and holds no ifgan run; choose another directory or pass --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
+    return None

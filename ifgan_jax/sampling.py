@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -186,32 +185,16 @@ def _commit_finished(out, pending, memmaps, progress: Progress, *, block: bool) 
 
 def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> int | None:
     """Samples already committed (0 for a fresh run), or None when the same run is complete."""
-    meta_path = out / "meta.json"
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a directory")
-    if overwrite and out.is_dir():
-        for name in OUTPUT_NAMES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-    if meta_path.is_file():
-        try:
-            meta = io.json.loads(meta_path.read_text())
-        except ValueError:
-            meta = {}
-        previous = {k: meta.get(k) for k in identity}
-        if previous != identity:
-            diff = ", ".join(f"{k}: {previous[k]!r} -> {identity[k]!r}" for k in identity if previous[k] != identity[k])
-            raise InputError(f"{out} holds a different run ({diff}); pass --overwrite to replace it")
-        if meta.get("complete"):
-            print(f"{out}: this run is already complete", flush=True)
-            return None
-        try:
-            return int(io.json.loads((out / PROGRESS_FILE).read_text())["done"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+    meta = io.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
+    if meta is None:
+        return 0
+    if meta.get("complete"):
+        print(f"{out}: this run is already complete", flush=True)
+        return None
+    try:
+        return int(io.json.loads((out / PROGRESS_FILE).read_text())["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty and holds no ifgan run; choose another directory or pass --overwrite")
     try:

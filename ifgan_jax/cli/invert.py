@@ -226,38 +226,14 @@ def _write_grid(out: Path, loaded) -> None:
 def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> bool:
     """False when this exact run is already complete; raises InputError for a different run."""
     from ifgan_jax import io
-    from ifgan_jax.errors import InputError
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a directory")
-    if overwrite and out.is_dir():
-        for name in OUTPUT_NAMES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-    meta_path = out / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = io.json.loads(meta_path.read_text())
-        except ValueError:
-            meta = {}
-        previous = {k: meta.get(k) for k in identity}
-        if previous != identity:
-            diff = ", ".join(f"{k}: {previous[k]!r} -> {identity[k]!r}" for k in identity if previous[k] != identity[k])
-            raise InputError(f"{out} holds a different run ({diff}); pass --overwrite to replace it")
-        if meta.get("complete"):
-            print(f"{out}: this run is already complete", flush=True)
-            return False
+    meta = io.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
+    if meta is None:
+        io.atomic_write_json(out / "meta.json", {**identity, "complete": False, "versions": _versions()})
         return True
-    if out.is_dir() and any(out.iterdir()):
-        raise InputError(f"{out} is not empty and holds no ifgan run; choose another directory or pass --overwrite")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        io.atomic_write_json(meta_path, {**identity, "complete": False, "versions": _versions()})
-    except OSError as err:
-        raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
+    if meta.get("complete"):
+        print(f"{out}: this run is already complete", flush=True)
+        return False
     return True
 
 
