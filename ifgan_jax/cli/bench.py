@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", default="1,4,16,64,256", help="comma-separated (default 1,4,16,64,256)")
     p.add_argument("--devices", type=int, nargs="+", default=None, metavar="N",
                    help="device counts for the scaling run (default 1 2 on CPU, powers of two up to all on GPU)")
+    p.add_argument("--scaling-batch", type=int, default=None, metavar="B",
+                   help="per-device batch of the scaling run (default 64 on CPU, 256 otherwise; small for 1024 px)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference-torch", dest="reference", action="store_const", const="on", default="auto",
                      help="require the torch reference (default: run it when torch imports)")
@@ -51,12 +53,15 @@ def run(args: argparse.Namespace) -> int:
     if len(sizes) != 3:
         raise InputError(f"--boundary-size takes A,N,D (attributes, samples, dims), got {args.boundary_size!r}")
     attributes, samples, dim = sizes
+    if args.scaling_batch is not None and args.scaling_batch < 1:
+        raise InputError(f"--scaling-batch must be >= 1, got {args.scaling_batch}")
     config = BenchConfig(
         out_dir=Path(args.out),
         models=tuple(args.models),
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"),
         devices=tuple(args.devices) if args.devices else None,
+        scaling_batch=args.scaling_batch,
         reference=args.reference,
         interfacegan_repo=args.interfacegan_repo,
         repeats=args.repeats,
