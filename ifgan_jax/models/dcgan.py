@@ -143,15 +143,15 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _upsample_conv_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    # Under differentiation (inversion) the dilated conv everywhere measured 5-10% faster per step than the
-    # GEMM form; both compute the same transposed conv.
+    # Under differentiation (inversion) the GEMM form measured no faster (within noise), so the forward that
+    # autodiff sees stays the plain dilated conv; both compute the same transposed conv.
     return _dilated_conv(x, kernel), (x, kernel)
 
 
 def _upsample_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # Autodiff turns the input gradient into another lhs-dilated convolution, which XLA:CPU runs slowly
-    # (inversion steps measured 3x slower, benchmarks/NOTES.md). It is exactly a stride-2 convolution of g
-    # with the flipped, in/out-swapped kernel: a quarter of the multiply-adds, and a fast kernel.
+    # XLA:CPU ran autodiff's input gradient of the dilated conv slowly (value-and-grad 15.6 vs 5.0 ms per
+    # image, benchmarks/NOTES.md). Written directly, it is a stride-2 convolution of g with the flipped,
+    # in/out-swapped kernel, which runs about as fast as the forward conv.
     x, kernel = residuals
     flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
     dx = jax.lax.conv_general_dilated(g, flipped, window_strides=(2, 2), padding=((1, 1), (1, 1)),
