@@ -149,9 +149,9 @@ def _upsample_conv_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tupl
 
 
 def _upsample_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # XLA:CPU ran autodiff's input gradient of the dilated conv slowly (value-and-grad 15.6 vs 5.0 ms per
-    # image, benchmarks/NOTES.md). Written directly, it is a stride-2 convolution of g with the flipped,
-    # in/out-swapped kernel, which runs about as fast as the forward conv.
+    # Autodiff emits this same stride-2 convolution of g with the flipped kernel, but swaps the kernel's in/out
+    # axes through the dimension numbers; XLA:CPU runs that layout slowly (value-and-grad 15.6 vs 5.0 ms per
+    # image, benchmarks/NOTES.md). Swapping the axes in the array keeps the conv in plain HWIO.
     x, kernel = residuals
     flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
     dx = jax.lax.conv_general_dilated(g, flipped, window_strides=(2, 2), padding=((1, 1), (1, 1)),
