@@ -143,12 +143,7 @@ def _merged_complete(out: Path, count: int) -> bool:
 def _clear_merged(out: Path) -> None:
     from ifgan_jax.sampling import OUTPUT_NAMES
 
-    for name in OUTPUT_NAMES:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+    io.remove_outputs(out, OUTPUT_NAMES)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -107,6 +107,16 @@ def save_grid(path: str | os.PathLike, images: np.ndarray, *, pad: int = 2) -> N
     atomic_write_bytes(path, encode_png(grid))
 
 
+def remove_outputs(out: Path, names: Iterable[str]) -> None:
+    """Delete the files and folders `names` under `out` (missing ones are fine)."""
+    for name in names:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def open_run_dir(out: Path, identity: dict[str, Any], output_names: Iterable[str], overwrite: bool) -> dict | None:
     """Prepare `out` for a resumable run named by `identity` (keys of its meta.json).
 
@@ -119,12 +129,7 @@ def open_run_dir(out: Path, identity: dict[str, Any], output_names: Iterable[str
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a directory")
     if overwrite and out.is_dir():
-        for name in output_names:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+        remove_outputs(out, output_names)
     meta_path = out / "meta.json"
     if meta_path.is_file():
         try:

@@ -195,16 +195,6 @@ def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> int | None:
         return int(io.json.loads((out / PROGRESS_FILE).read_text())["done"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} is not empty and holds no ifgan run; choose another directory or pass --overwrite")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
-    return 0
 
 
 def _versions() -> dict[str, str]:
