@@ -487,11 +487,7 @@ def bench_score(bm: BenchModel, config: BenchConfig, results: Results, predictor
 
 def bench_edit(bm: BenchModel, config: BenchConfig, results: Results) -> None:
     """Edited images/s (edit_codes on device, then synthesize_uint8 of the device array) vs sampling."""
-    try:
-        from ifgan_jax import edit
-    except ImportError as err:
-        results.notes.append(f"edit task skipped: ifgan_jax.edit is not available ({err})")
-        return
+    from ifgan_jax import edit
     from ifgan_jax.generator import _uint8_head
 
     G = bm.G
@@ -536,11 +532,7 @@ def _edit_function(edit: Any, steps: int) -> Callable[[jax.Array, jax.Array], ja
 
 def bench_boundary(config: BenchConfig, results: Results) -> None:
     """Boundaries/s of the batched JAX solver vs sklearn's linear SVC (InterFaceGAN's train_boundary)."""
-    try:
-        from ifgan_jax import boundary
-    except ImportError as err:
-        results.notes.append(f"boundary task skipped: ifgan_jax.boundary is not available ({err})")
-        return
+    from ifgan_jax import boundary
     a, n, d = config.boundary_attributes, config.boundary_samples, config.boundary_dim
     rng = np.random.default_rng(0)
     codes = rng.standard_normal((n, d)).astype(np.float32)
@@ -622,11 +614,7 @@ def _sklearn_reference(config: BenchConfig) -> tuple[Callable | None, str]:
 
 def bench_invert(bm: BenchModel, config: BenchConfig, results: Results) -> None:
     """Inverted images/s for one batch vs a per-image loop, same steps and settings."""
-    try:
-        from ifgan_jax import invert
-    except ImportError as err:
-        results.notes.append(f"invert task skipped: ifgan_jax.invert is not available ({err})")
-        return
+    from ifgan_jax import invert
     G = bm.G
     n, steps = config.invert_batch, config.invert_steps
     targets = np.asarray(G.synthesize_uint8(G.sample_latents(seed=7, start=0, count=n)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -58,3 +60,21 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
+
+
+REF_REPO = Path("/opt/ref/interfacegan")  # a genforce/interfacegan checkout, for reference comparisons only
+
+
+@pytest.fixture(scope="session")
+def manipulator():
+    """InterFaceGAN's utils/manipulator.py from the reference checkout (skipped where it is absent)."""
+    if not (REF_REPO / "utils" / "manipulator.py").is_file():
+        pytest.skip(f"no InterFaceGAN checkout at {REF_REPO}")
+    pytest.importorskip("sklearn")
+    name = "_ref_interfacegan_utils"
+    init = REF_REPO / "utils" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.manipulator")

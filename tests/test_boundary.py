@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,6 @@ from ifgan_jax.errors import InputError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PUBLISHED = FIXTURES / "boundaries"
-REF_REPO = Path("/opt/ref/interfacegan")
 # Small jax fits share one shape (2000 codes, 16 dims, 200 chosen per class) so they compile once or twice.
 CHOSEN = 200
 
@@ -38,19 +35,6 @@ def synthetic(n: int, d: int, k: int, noise: float | list[float], seed: int = 0)
     return codes, scores.astype(np.float32), dirs.T
 
 
-@pytest.fixture(scope="module")
-def manipulator():
-    """InterFaceGAN's utils/manipulator.py from the reference checkout (skipped where it is absent)."""
-    if not (REF_REPO / "utils" / "manipulator.py").is_file():
-        pytest.skip(f"no InterFaceGAN checkout at {REF_REPO}")
-    pytest.importorskip("sklearn")
-    name = "_ref_interfacegan_utils"
-    init = REF_REPO / "utils" / "__init__.py"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    spec.loader.exec_module(package)
-    return importlib.import_module(f"{name}.manipulator")
 
 
 @contextlib.contextmanager

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,22 +9,6 @@ import pytest
 
 from ifgan_jax.edit import edit_codes, interpolation_distances, linear_interpolate
 from ifgan_jax.errors import InputError
-
-REF_REPO = Path("/opt/ref/interfacegan")
-
-
-@pytest.fixture(scope="module")
-def manipulator():
-    if not (REF_REPO / "utils" / "manipulator.py").is_file():
-        pytest.skip(f"no InterFaceGAN checkout at {REF_REPO}")
-    pytest.importorskip("sklearn")
-    name = "_ref_interfacegan_utils_edit"
-    init = REF_REPO / "utils" / "__init__.py"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    spec.loader.exec_module(package)
-    return importlib.import_module(f"{name}.manipulator")
 
 
 def unit_rows(rng: np.random.Generator, b: int, d: int) -> np.ndarray:
