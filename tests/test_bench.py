@@ -6,11 +6,12 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, needs_dcgan, run_cli
 
-from ifgan_jax.bench import interleaved_times, parse_model_spec
+from ifgan_jax.bench import SHORT_BLOCK, SHORT_CALL_S, interleaved_times, parse_model_spec
 
 
 @needs_dcgan
@@ -77,5 +78,21 @@ def test_interleaved_times_counts_runs():
     calls = []
     t = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3,
                           min_seconds=0.0)
-    assert t["a"]["runs"] == t["b"]["runs"] == 3 and calls.count("a") == 4  # + one warm-up call each
-    assert calls[2:6] == ["a", "b", "b", "a"]
+    # Short calls run in blocks of SHORT_BLOCK, the first of each untimed: one round gives 3 timed runs each.
+    assert t["a"]["runs"] == t["b"]["runs"] == 3 and calls.count("a") == 1 + SHORT_BLOCK
+    assert calls[2:] == ["a"] * SHORT_BLOCK + ["b"] * SHORT_BLOCK
+    calls.clear()
+    t = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=4,
+                          min_seconds=0.0)
+    assert t["a"]["runs"] == 6 and calls[2 + 2 * SHORT_BLOCK :] == ["b"] * SHORT_BLOCK + ["a"] * SHORT_BLOCK
+
+
+def test_interleaved_times_long_calls_are_not_blocked():
+    calls = []
+
+    def slow() -> None:
+        calls.append("s")
+        time.sleep(SHORT_CALL_S)
+
+    t = interleaved_times({"s": slow, "f": lambda: calls.append("f")}, repeats=2, min_seconds=0.0)
+    assert t["s"]["runs"] == t["f"]["runs"] == 2 and calls == ["s", "f", "s", "f", "f", "s"]
