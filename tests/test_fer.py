@@ -216,6 +216,16 @@ def test_depthwise_matches_numpy(mode, channels, dm):
         np.testing.assert_allclose(out, _numpy_depthwise(x, k, pads), atol=1e-5)
 
 
+@pytest.mark.parametrize("window,strides", [((3, 3), (2, 2)), ((2, 2), (2, 2)), ((3, 2), (1, 2)), ((2, 3), (3, 1))])
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("size", [(8, 8), (15, 9)])
+def test_max_pool_equals_reduce_window(window, strides, padding, size):
+    # The separable max pool must be bit-identical to lax.reduce_window (TF padding: odd pixel at the end).
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, *size, 3)).astype(np.float32))
+    ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1), padding)
+    np.testing.assert_array_equal(np.asarray(fer.max_pool(x, window, strides, padding)), np.asarray(ref))
+
+
 def test_tensorflow_padding_traps():
     x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1)
     # 'SAME' 3x3/2 pooling of 8 pixels pads 1 pixel, at the END: windows start at 0, 2, 4, 6.

@@ -9,6 +9,7 @@ x (N, 64, 64, 1) in [-1, 1] -> (N, 7) softmax probabilities in `LABELS` order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -383,8 +384,16 @@ def pointwise_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int], padding: str) -> jax.Array:
-    """NHWC max pool; lax's "SAME" splits padding like TensorFlow (odd pixel at the end)."""
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1), padding)
+    """NHWC max pool with TensorFlow padding, as a max over strided row slices, then over column slices."""
+    # Separable: kh + kw strided maxima per output instead of kh * kw. Bit-identical to reduce_window (max is
+    # exact) and 13-15% faster for the whole FER net on XLA:CPU (benchmarks/NOTES.md).
+    (kh, kw), (sh, sw) = window, strides
+    n, h, w, c = x.shape
+    (pt, pb), (pl, pr) = _tf_pads(h, kh, sh, padding), _tf_pads(w, kw, sw, padding)
+    oh, ow = _out_size(h, kh, sh, padding), _out_size(w, kw, sw, padding)
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-jnp.inf)
+    rows = functools.reduce(jnp.maximum, [xp[:, dy : dy + (oh - 1) * sh + 1 : sh] for dy in range(kh)])
+    return functools.reduce(jnp.maximum, [rows[:, :, dx : dx + (ow - 1) * sw + 1 : sw] for dx in range(kw)])
 
 
 class Conv(nnx.Module):
