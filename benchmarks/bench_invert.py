@@ -41,22 +41,6 @@ NOTES = [
 RESULTS = ROOT / "benchmarks" / "results" / "invert_cpu.json"
 
 
-def torch_generator():
-    """The wheel's own torch DCGAN (eval mode, frozen weights)."""
-    import gan_face_generate
-    import torch
-    from gan_face_generate.models import Generator
-
-    path = Path(gan_face_generate.__file__).parent / "weights.tar"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    net = Generator(ngpu=0, nc=3, nz=100, ngf=64)
-    net.load_state_dict(ckpt["netG_state_dict"])
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
-
-
 def torch_invert_one(net, target_nhwc: np.ndarray, z0: np.ndarray, steps: int, lr: float) -> tuple[np.ndarray, float]:
     """Per-image torch loop: Adam on z, NVlabs' lr ramp, pixel MSE, sphere projection; returns (z, mse)."""
     import torch
@@ -138,11 +122,11 @@ def main() -> int:
     contenders = {"jax_batch": jax_batch, "jax_per_image": jax_single}
     if not args.skip_torch:
         try:
-            import torch  # noqa: F401
+            from benchmarks.torch_reference import dcgan_net
         except ImportError:
             report["torch_per_image"] = "skipped: torch is not importable in this python"
         else:
-            net = torch_generator()
+            net = dcgan_net(device="cpu")  # torch_invert_one keeps its tensors on the CPU
 
             def torch_single() -> tuple[int, float]:
                 start = time.perf_counter()

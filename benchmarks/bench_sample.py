@@ -17,27 +17,17 @@ from benchmarks.common import matmul_peak_flops, median_time, write_results
 def torch_reference(batch_sizes: list[int], repeats: int) -> dict[int, float] | None:
     """images/s of the wheel's torch Generator (eval, no_grad, uint8 postprocess) per batch size."""
     try:
-        import torch
-        from gan_face_generate.models import Generator as TorchGenerator
+        from benchmarks import torch_reference
     except ImportError:
         return None
-    from ifgan_jax.wheels import locate_wheel_file
-
-    path = locate_wheel_file("gan-face-generate", "gan_face_generate/weights.tar")
-    net = TorchGenerator(ngpu=0, nc=3, nz=100, ngf=64)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"])
-    net.eval()
+    run = torch_reference.dcgan_runners(100)[0].get("torch")
+    if run is None:
+        return None
     rates = {}
     for bs in batch_sizes:
-        z = torch.randn(bs, 100, 1, 1)
-
-        def step(z=z):
-            with torch.no_grad():
-                x = net(z)
-                return torch.clamp((x + 1) * 127.5 + 0.5, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-        step()
-        rates[bs] = bs / median_time(step, repeats=repeats)
+        z = np.random.default_rng(bs).standard_normal((bs, 100)).astype(np.float32)
+        run(z)
+        rates[bs] = bs / median_time(lambda z=z: run(z), repeats=repeats)
     return rates
 
 

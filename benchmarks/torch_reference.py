@@ -33,7 +33,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / t["mm"]["median_s"]
 
 
-def _to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
+def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW -> uint8 NHWC on the host, rounded as `synthesize_uint8` does."""
     return torch.clamp((x + 1) * 127.5 + 0.5, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -60,23 +60,33 @@ def with_one_thread_variants(runners: dict[str, Runner]) -> dict[str, Runner]:
     return out
 
 
-def dcgan_runners(latent_dim: int) -> tuple[dict[str, Runner], str | None]:
-    """The gan-face-generate wheel's own torch Generator with its released weights; or no runner and why."""
-    try:
-        from gan_face_generate.models import Generator as TorchGenerator
-    except ImportError as err:
-        return {}, f"dcgan torch reference skipped: {err}"
+def dcgan_net(latent_dim: int = 100, device: str | None = None) -> torch.nn.Module:
+    """The gan-face-generate wheel's torch Generator with its released weights (eval, frozen; default: GPU if any)."""
+    from gan_face_generate.models import Generator as TorchGenerator
+
     from ifgan_jax.wheels import locate_wheel_file
 
     path = locate_wheel_file("gan-face-generate", "gan_face_generate/weights.tar")
     net = TorchGenerator(ngpu=0, nc=3, nz=latent_dim, ngf=64)
+    # weights_only: the checkpoint is read without running pickled code.
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net.eval().to(device)
+    net.eval().to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def dcgan_runners(latent_dim: int) -> tuple[dict[str, Runner], str | None]:
+    """`{"torch": z -> uint8 images}` for the wheel's DCGAN (`dcgan_net`); or no runner and why."""
+    try:
+        net = dcgan_net(latent_dim)
+    except ImportError as err:
+        return {}, f"dcgan torch reference skipped: {err}"
+    device = next(net.parameters()).device
 
     def run(z: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _to_uint8_nhwc(net(torch.from_numpy(z).to(device)[:, :, None, None]))
+            return to_uint8_nhwc(net(torch.from_numpy(z).to(device)[:, :, None, None]))
 
     return {"torch": run}, None
 
@@ -117,6 +127,6 @@ def interfacegan_runners(gen: Any, family: str) -> dict[str, Runner]:
     def torch_batched(z: np.ndarray) -> np.ndarray:
         codes = torch.from_numpy(gen.preprocess(z, **kwargs)).to(gen.run_device)
         with torch.no_grad():
-            return _to_uint8_nhwc(gen.model(codes))
+            return to_uint8_nhwc(gen.model(codes))
 
     return {"interfacegan": interfacegan_loop, "torch_batched": torch_batched}
