@@ -43,8 +43,11 @@ DEFAULT_REPEATS = 5
 # timed from a handful of 2 ms calls; and at most MAX_SECONDS, so slow references do not stall a run.
 MIN_SECONDS = 0.5
 MAX_SECONDS = 20.0
-SHORT_CALL_S = 0.05  # calls this short are timed in blocks, after one settling call (interleaved_times)
-SHORT_BLOCK = 4
+# interleaved_times: calls shorter than SHORT_CALL_S repeat for BLOCK_SECONDS per turn, the first
+# SETTLE_SECONDS untimed (the other runtime's threads spin for milliseconds after it returns).
+SHORT_CALL_S = 0.05
+BLOCK_SECONDS = 0.3
+SETTLE_SECONDS = 0.1
 TARGETS = {"edit": 0.95, "score": 0.9}  # required ratios to sampling throughput (the brief's targets)
 RESULT_TAG = "IFGAN_BENCH_RESULT "  # prefix of the JSON line a scaling worker prints
 WORKER_TIMEOUT_S = 600
@@ -111,14 +114,15 @@ def parse_model_spec(spec: str) -> tuple[str, int] | None:
 
 
 def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int, min_seconds: float = MIN_SECONDS,
-                      max_seconds: float = MAX_SECONDS) -> dict[str, dict[str, float]]:
+                      max_seconds: float = MAX_SECONDS, block_seconds: float = BLOCK_SECONDS,
+                      settle_seconds: float = SETTLE_SECONDS) -> dict[str, dict[str, float]]:
     """Warm up each fn, then time them in alternating blocks; per fn: first-call seconds and the median.
 
     Alternating puts the contenders under the same background load (the machine is shared), and the
     order flips every round so neither always runs right after the other. Calls shorter than
-    SHORT_CALL_S run in blocks of SHORT_BLOCK with the first call of each block untimed: a runtime's
-    idle threads keep spinning for a while after its call (torch's OpenMP team, XLA's pool), and
-    timing a 4 ms call right after the other runtime's measured up to 30% of that spin (NOTES.md).
+    SHORT_CALL_S repeat for `block_seconds` per turn, untimed for the first `settle_seconds`: a runtime's
+    idle threads keep spinning for milliseconds after its call (torch's OpenMP team), which slowed a
+    4 ms JAX call that ran right after torch by 35% (benchmarks/NOTES.md).
     """
     names = list(fns)
     first = {}
@@ -126,19 +130,15 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int, min_se
         t = time.perf_counter()
         fns[name]()
         first[name] = time.perf_counter() - t
-    short = max(first.values()) < SHORT_CALL_S
-    block, settle = (SHORT_BLOCK, 1) if short and len(names) > 1 else (1, 0)
+    if max(first.values()) >= SHORT_CALL_S or len(names) == 1:
+        block_seconds = settle_seconds = 0.0  # one call per turn
     times: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()
     rounds = 0
     while True:
         order = names if rounds % 2 == 0 else names[::-1]
         for name in order:
-            for i in range(block):
-                t = time.perf_counter()
-                fns[name]()
-                if i >= settle:
-                    times[name].append(time.perf_counter() - t)
+            _timed_block(fns[name], times[name], block_seconds, settle_seconds)
         rounds += 1
         elapsed = time.perf_counter() - start
         runs = min(len(v) for v in times.values())
@@ -148,6 +148,21 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int, min_se
     return {name: {"first_s": first[name], "median_s": statistics.median(times[name]), "runs": len(times[name]),
                    "spread": (max(times[name]) - min(times[name])) / statistics.median(times[name])}
             for name in names}
+
+
+def _timed_block(fn: Callable[[], Any], out: list[float], block_seconds: float, settle_seconds: float) -> None:
+    """Call fn until `block_seconds` have passed; append the durations of calls after `settle_seconds`."""
+    start = time.perf_counter()
+    timed = 0
+    while True:
+        t = time.perf_counter()
+        fn()
+        end = time.perf_counter()
+        if t - start >= settle_seconds:
+            out.append(end - t)
+            timed += 1
+        if timed and end - start >= block_seconds:
+            return
 
 
 def matmul_peak(n: int | None = None, repeats: int = 5) -> float:

@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 from conftest import ROOT, needs_dcgan, run_cli
 
-from ifgan_jax.bench import SHORT_BLOCK, SHORT_CALL_S, interleaved_times, parse_model_spec
+from ifgan_jax.bench import SHORT_CALL_S, interleaved_times, parse_model_spec
 
 
 @needs_dcgan
@@ -77,14 +78,24 @@ def test_parse_model_spec():
 def test_interleaved_times_counts_runs():
     calls = []
     t = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3,
-                          min_seconds=0.0)
-    # Short calls run in blocks of SHORT_BLOCK, the first of each untimed: one round gives 3 timed runs each.
-    assert t["a"]["runs"] == t["b"]["runs"] == 3 and calls.count("a") == 1 + SHORT_BLOCK
-    assert calls[2:] == ["a"] * SHORT_BLOCK + ["b"] * SHORT_BLOCK
-    calls.clear()
-    t = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=4,
-                          min_seconds=0.0)
-    assert t["a"]["runs"] == 6 and calls[2 + 2 * SHORT_BLOCK :] == ["b"] * SHORT_BLOCK + ["a"] * SHORT_BLOCK
+                          min_seconds=0.0, block_seconds=0.0, settle_seconds=0.0)
+    assert t["a"]["runs"] == t["b"]["runs"] == 3 and calls.count("a") == 4  # + one warm-up call each
+    assert calls[2:6] == ["a", "b", "b", "a"]
+
+
+def test_interleaved_times_settles_short_calls():
+    # Short calls repeat for the block; those started in its first settle_seconds are not timed.
+    calls = []
+
+    def fn(name: str, seconds: float) -> Callable[[], None]:
+        return lambda: (calls.append(name), time.sleep(seconds))
+
+    t = interleaved_times({"a": fn("a", 0.004), "b": fn("b", 0.001)}, repeats=1, min_seconds=0.0,
+                          block_seconds=0.03, settle_seconds=0.01)
+    runs_a = calls.count("a") - 1  # minus the warm-up call
+    assert 2 <= t["a"]["runs"] < runs_a and t["b"]["runs"] < calls.count("b") - 1
+    assert calls[2 : 2 + runs_a] == ["a"] * runs_a and set(calls[2 + runs_a :]) == {"b"}
+    assert t["a"]["median_s"] >= 0.004
 
 
 def test_interleaved_times_long_calls_are_not_blocked():
