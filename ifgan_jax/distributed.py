@@ -129,14 +129,14 @@ def run_distributed_sampling(G: Any, out_dir: str | Path, info: ProcessInfo, *, 
             merge(out, info.num_processes, batch_size=batch_size, count=count, codes=codes)
             result["merged"] = True
         barrier(info, "ifgan_sample_merged")
-    elif _all_parts_complete(out, info.num_processes, count, batch_size) and _take_merge_lock(out):
+    elif _all_parts_complete(out, info.num_processes, count, batch_size) and take_merge_lock(out):
         merge(out, info.num_processes, batch_size=batch_size, count=count, codes=codes)
         result["merged"] = True
     return result
 
 
 def _merged_complete(out: Path, count: int) -> bool:
-    meta = _read_json(out / "meta.json")
+    meta = io.read_json(out / "meta.json")
     return bool(meta and meta.get("complete") and meta.get("count") == count and not (out / PARTS_DIR).exists())
 
 
@@ -144,13 +144,6 @@ def _clear_merged(out: Path) -> None:
     from ifgan_jax.sampling import OUTPUT_NAMES
 
     io.remove_outputs(out, OUTPUT_NAMES)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return io.json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _expected_shares(count: int, num_processes: int, batch_size: int) -> list[tuple[int, int]]:
@@ -161,13 +154,14 @@ def _all_parts_complete(out: Path, num_processes: int, count: int, batch_size: i
     for i, (start, stop) in enumerate(_expected_shares(count, num_processes, batch_size)):
         if stop == start:
             continue
-        meta = _read_json(part_dir(out, i) / "meta.json")
+        meta = io.read_json(part_dir(out, i) / "meta.json")
         if not (meta and meta.get("complete")):
             return False
     return True
 
 
-def _take_merge_lock(out: Path) -> bool:
+def take_merge_lock(out: Path) -> bool:
+    """True for exactly one caller per OUT/.parts: the one that creates the lock file."""
     try:
         fd = os.open(out / PARTS_DIR / LOCK_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -188,7 +182,7 @@ def merge(out_dir: str | Path, num_processes: int, *, batch_size: int, count: in
     for i, (start, stop) in enumerate(shares):
         if stop == start:
             continue
-        meta = _read_json(part_dir(out, i) / "meta.json")
+        meta = io.read_json(part_dir(out, i) / "meta.json")
         if not meta or not meta.get("complete"):
             raise InputError(f"part {i} ({part_dir(out, i)}) is missing or incomplete; rerun process {i}")
         if meta.get("first_index") != start or meta.get("count") != stop - start:

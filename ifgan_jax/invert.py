@@ -463,7 +463,7 @@ def _cache(G: Generator) -> dict:
 
 
 def _cpu_normal(seed: int, tags: tuple[int, ...], count: int, dim: int) -> np.ndarray:
-    with jax.default_device(jax.devices("cpu")[0]):  # the same bytes on any backend
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # the same bytes on any backend
         key = jax.random.key(np.uint32(seed))
         for tag in tags:
             key = jax.random.fold_in(key, np.uint32(tag))

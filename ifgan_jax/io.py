@@ -117,6 +117,14 @@ def remove_outputs(out: Path, names: Iterable[str]) -> None:
             target.unlink(missing_ok=True)
 
 
+def read_json(path: Path) -> Any:
+    """The parsed JSON file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def open_run_dir(out: Path, identity: dict[str, Any], output_names: Iterable[str], overwrite: bool) -> dict | None:
     """Prepare `out` for a resumable run named by `identity` (keys of its meta.json).
 

@@ -1,4 +1,4 @@
-"""Multi-process sampling: 2 local processes (jax.distributed, and independent) merge to a single run's bytes."""
+"""Multi-process sample and invert: 2 local processes (jax.distributed, independent) merge to one run's bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, needs_dcgan, run_cli
 
@@ -42,13 +43,13 @@ def assert_same_run(merged, single):
         assert (merged / "images" / png.name).read_bytes() == png.read_bytes(), png.name
 
 
-def start_processes(out, extra, logs):
+def start_processes(out, extra, logs, command=COMMON):
     # Output goes to files: a full pipe would block a process that nobody reads while we poll.
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = []
     for i in range(2):
         stdout, stderr = (open(logs / f"p{i}.{kind}", "w+") for kind in ("out", "err"))
-        procs.append((subprocess.Popen([sys.executable, str(ROOT / "run.py"), *COMMON, "-o", str(out),
+        procs.append((subprocess.Popen([sys.executable, str(ROOT / "run.py"), *command, "-o", str(out),
                                         "--num-processes", "2", "--process-id", str(i), *extra],
                                        stdout=stdout, stderr=stderr, text=True, env=env, cwd=ROOT), stdout, stderr))
     return procs
@@ -121,3 +122,56 @@ def test_bad_flags(tmp_path, flags):
     res = run_cli(*COMMON, "-o", str(tmp_path / "x"), *flags)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "error" in res.stderr
+
+
+# --- invert: the same sharing, over whole batches of images ------------------------------------------------
+INVERT_IMAGES, INVERT_BATCH = 5, 2
+
+
+def invert_command(images):
+    return ("invert", "-i", str(images), "--steps", "4", "--init", "best-of-8", "--batch-size", str(INVERT_BATCH),
+            "--quiet")
+
+
+@pytest.fixture(scope="module")
+def invert_single(tmp_path_factory):
+    root = tmp_path_factory.mktemp("invert")
+    images = root / "targets.npy"
+    np.save(images, np.random.default_rng(3).integers(0, 256, (INVERT_IMAGES, 64, 64, 3), dtype=np.uint8))
+    out = root / "single"
+    res = run_cli(*invert_command(images), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    return images, out
+
+
+def assert_same_inversion(merged, single):
+    assert tree(merged) == tree(single)  # no parts, batches or progress file left
+    for path in sorted(p for p in single.rglob("*") if p.is_file()):
+        assert (merged / path.relative_to(single)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_invert_jax_distributed_two_processes(invert_single, tmp_path):
+    images, single = invert_single
+    out = tmp_path / "dist"
+    results = wait_all(start_processes(out, ["--coordinator", f"127.0.0.1:{free_port()}"], tmp_path,
+                                       invert_command(images)))
+    assert [rc for rc, _, _ in results] == [0, 0], "\n".join(err for _, _, err in results)[-3000:]
+    assert "merged all 5" in results[0][1] and "images 0..2" in results[0][1] and "images 2..5" in results[1][1]
+    assert_same_inversion(out, single)
+
+
+def test_invert_independent_processes_one_after_the_other(invert_single, tmp_path):
+    # Process 1 first: it finds part 0 missing and leaves the merge; process 0 then completes and merges.
+    images, single = invert_single
+    out = tmp_path / "indep"
+    command = (*invert_command(images), "-o", str(out), "--num-processes", "2")
+    res = run_cli(*command, "--process-id", "1")
+    assert res.returncode == 0 and "merged" not in res.stdout, res.stderr
+    assert (out / ".parts" / "00001" / "meta.json").is_file() and not (out / "codes.npy").exists()
+    res = run_cli(*command, "--process-id", "0")
+    assert res.returncode == 0 and "merged all 5" in res.stdout, res.stderr
+    assert_same_inversion(out, single)
+    res = run_cli(*command, "--process-id", "1")  # the merged run is complete: nothing to do
+    assert res.returncode == 0 and "already complete" in res.stdout
+    res = run_cli(*command, "--process-id", "1", "--steps", "5")  # another run in the same directory
+    assert res.returncode == 2 and "different run" in res.stderr

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ifgan_jax.errors import InputError
 from ifgan_jax.registry import DEFAULT_MODEL, MODELS
+
+if TYPE_CHECKING:
+    from ifgan_jax.distributed import ProcessInfo
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -43,3 +47,23 @@ def load_npy(path: str | Path, what: str = "codes") -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise InputError(f"cannot read {what} file {path}: {err}") from None
+
+
+def add_process_args(parser: argparse.ArgumentParser) -> None:
+    """--coordinator, --num-processes, --process-id: share the job among processes (ifgan_jax/distributed.py)."""
+    multi = parser.add_argument_group("multi-process (see ifgan_jax/distributed.py)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="start jax.distributed with this coordinator ('auto': detect SLURM/MPI/TPU cluster)")
+    multi.add_argument("--num-processes", type=int, default=None, metavar="P",
+                       help="processes sharing the job; each writes a contiguous share, then one merges")
+    multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
+
+
+def start_processes(args: argparse.Namespace) -> ProcessInfo | None:
+    """The ProcessInfo for --coordinator/--num-processes/--process-id, or None; call before any JAX work."""
+    if not (args.coordinator or args.num_processes is not None or args.process_id is not None):
+        return None
+    from ifgan_jax.distributed import initialize
+
+    info = initialize(args.coordinator, args.num_processes, args.process_id)
+    return info if info.num_processes > 1 else None

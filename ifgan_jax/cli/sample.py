@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ifgan_jax.cli.common import add_model_args, load_generator_from_args, load_npy
+from ifgan_jax.cli.common import add_model_args, add_process_args, load_generator_from_args, load_npy, start_processes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", metavar="PREDICTOR", help="also score each image (fer, brightness, stats): "
                    "writes scores.npy and attributes.json in the same pass")
     p.add_argument("--quiet", action="store_true", help="no progress line")
-    multi = p.add_argument_group("multi-process (see ifgan_jax/distributed.py)")
-    multi.add_argument("--coordinator", metavar="HOST:PORT",
-                       help="start jax.distributed with this coordinator ('auto': detect SLURM/MPI/TPU cluster)")
-    multi.add_argument("--num-processes", type=int, default=None, metavar="P",
-                       help="processes sharing the job; each writes a contiguous share, then one merges")
-    multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
+    add_process_args(p)
     p.set_defaults(func=run)
 
 
@@ -36,11 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ifgan_jax.errors import InputError
     from ifgan_jax.sampling import run_sampling
 
-    info = None
-    if args.coordinator or args.num_processes is not None or args.process_id is not None:
-        from ifgan_jax.distributed import initialize
-
-        info = initialize(args.coordinator, args.num_processes, args.process_id)  # before any JAX work
+    info = start_processes(args)  # before any JAX work
     codes = load_npy(args.codes) if args.codes else None
     if codes is None and args.num is None:
         raise InputError("give -n N (or -i CODES.npy)")
@@ -52,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
         predictor = load_predictor(args.score)
     G = load_generator_from_args(args)
-    if info is not None and info.num_processes > 1:
+    if info is not None:
         from ifgan_jax.distributed import run_distributed_sampling
 
         result = run_distributed_sampling(G, args.out, info, count=args.num, batch_size=args.batch_size,
