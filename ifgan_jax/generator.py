@@ -21,7 +21,7 @@ from ifgan_jax.registry import DEFAULT_MODEL, family_module
 
 # XLA:CPU keeps activations in cache when a big batch runs as a loop of small ones (benchmarks/NOTES.md:
 # 16 x 16 beat one batch of 256 by 1.7x; with the DCGAN's GEMM up-sampling 8 beat 16 by 0-10%); accelerators
-# want the whole batch.
+# want the whole batch. A family may ask for its own (Architecture.cpu_micro_batch).
 CPU_MICRO_BATCH = 8
 DEFAULT_MAX_BATCH = 256
 
@@ -54,9 +54,11 @@ class Generator:
         replicated = NamedSharding(self.mesh, P())
         self.params = jax.device_put(params, replicated)
         self.buffers = jax.device_put(buffers, replicated)
+        on_cpu = self.mesh.devices.flat[0].platform == "cpu"
         if micro_batch is None:
-            micro_batch = CPU_MICRO_BATCH if self.mesh.devices.flat[0].platform == "cpu" else 0
+            micro_batch = (arch.cpu_micro_batch or CPU_MICRO_BATCH) if on_cpu else 0
         self.micro_batch = int(micro_batch)
+        self._synthesize = arch.cpu_synthesize if on_cpu and arch.cpu_synthesize else arch.synthesize
         self.max_batch = max(int(max_batch), self.num_devices * max(self.micro_batch, 1))
         self._forward = jax.jit(self._sharded_forward, static_argnames=("space", "head"))
 
@@ -177,7 +179,7 @@ class Generator:
             codes = latents.normalize_z(codes)
 
         def body(chunk, chunk_key):
-            return head(head_params, self.arch.synthesize(params, buffers, chunk, space, chunk_key))
+            return _apply_head(head, head_params, self._synthesize(params, buffers, chunk, space, chunk_key))
 
         n, micro = codes.shape[0], self.micro_batch
         if not micro or n <= micro:
@@ -204,6 +206,17 @@ class Generator:
                 return local(p, b, hp, c, jax.random.fold_in(k, jax.lax.axis_index(parallel.DATA_AXIS)))
             args, in_specs = (params, buffers, head_params, codes, key), (P(), P(), P(), spec, P())
         return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=spec)(*args)
+
+
+def _apply_head(head: Callable, head_params: Any, images: jax.Array) -> Any:
+    # A head (a predictor) sees at most CPU_MICRO_BATCH images at once, also where the family's own CPU
+    # micro-batch is larger: the FER net, tuned at 8, keeps its activations in cache.
+    n = images.shape[0]
+    if head in (_raw_head, _uint8_head) or n <= CPU_MICRO_BATCH or n % CPU_MICRO_BATCH:
+        return head(head_params, images)
+    chunks = images.reshape(n // CPU_MICRO_BATCH, CPU_MICRO_BATCH, *images.shape[1:])
+    out = jax.lax.map(lambda x: head(head_params, x), chunks)
+    return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), out)
 
 
 def _raw_head(_, images: jax.Array) -> jax.Array:

@@ -42,6 +42,31 @@ def test_batch_size_does_not_change_images(dcgan):
     assert np.abs(whole - parts).max() < 1e-5
 
 
+def test_cpu_staging_matches_the_plain_forward(dcgan):
+    # On CPU the DCGAN runs dense + up1 + up2 on 32 images, then the rest in chunks of 8 (a lax.map).
+    arch = dcgan.arch
+    assert dcgan.micro_batch == arch.cpu_micro_batch == 32
+    z = jnp.asarray(dcgan.sample_latents(seed=2, start=0, count=32))
+    staged = arch.cpu_synthesize(dcgan.params, dcgan.buffers, z, "z")
+    plain = arch.synthesize(dcgan.params, dcgan.buffers, z, "z")
+    lowered = jax.jit(arch.cpu_synthesize, static_argnums=3).lower(dcgan.params, dcgan.buffers, z, "z")
+    assert "while" in lowered.as_text()
+    assert np.abs(np.asarray(staged) - np.asarray(plain)).max() < 1e-6
+
+
+def test_head_sees_at_most_eight_images(dcgan):
+    seen = []
+
+    def head(_, images):
+        seen.append(images.shape[0])
+        return images.mean(axis=(1, 2, 3))
+
+    z = dcgan.sample_latents(seed=2, start=0, count=64)
+    means = np.asarray(dcgan.synthesize_with(z, head))
+    assert set(seen) == {8}
+    assert np.abs(means - np.asarray(dcgan.synthesize(z)).mean(axis=(1, 2, 3))).max() < 1e-6
+
+
 def test_sample_latents_depend_only_on_seed_and_index(dcgan):
     a = dcgan.sample_latents(seed=5, start=0, count=3000)
     b = np.concatenate([dcgan.sample_latents(seed=5, start=s, count=250) for s in range(0, 3000, 250)])

@@ -31,6 +31,10 @@ class Architecture:
     synthesize: SynthesizeFn
     mapping: MappingFn | None = None
     truncate: MappingFn | None = None
+    # CPU inference: images per Generator micro-batch (0: the Generator's default) and, where the family
+    # stages its layers for the CPU cache, that staged synthesize (same images, used only without gradients).
+    cpu_micro_batch: int = 0
+    cpu_synthesize: SynthesizeFn | None = None
 
     def code_shape(self, space: str) -> tuple[int, ...]:
         """Shape of one latent code in `space` (without the batch axis)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,13 @@ from ifgan_jax.models.nnx_bind import bind
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d default
 FIRST_SIZE = 4  # the first transposed conv turns the 1x1 latent into 4x4
 KERNEL = 4  # every transposed conv is 4x4; the later ones use stride 2, padding 1
-GEMM_MAX_IN_CHANNELS = 256  # up-sampling layers this narrow run as GEMM + overlap-add (see _transposed_conv)
+GEMM_MAX_IN_CHANNELS = 512  # up-sampling layers this narrow run as GEMM + overlap-add (see _transposed_conv)
+# On CPU a batch runs in two stages (benchmarks/NOTES.md, finding 13): the dense layer and the first
+# HEAD_LAYERS up-sampling layers on CPU_MICRO_BATCH images (their weights, 8 MiB for up1, are read once per
+# 32 images instead of once per 8), the wide-activation tail in chunks of TAIL_BATCH that stay in cache.
+CPU_MICRO_BATCH = 32
+HEAD_LAYERS = 2
+TAIL_BATCH = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,21 +74,33 @@ class DCGANGenerator(nnx.Module):
                 setattr(self, f"bn{i}", BatchNorm(widths[i]))
         self.config = config
 
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, tail_batch: int = 0) -> jax.Array:
+        """Images for z; with tail_batch, the layers after HEAD_LAYERS run as a loop over chunks of that size."""
         mult, offset = self.bn0.folded()
         # Fold BatchNorm into the weights: one multiply on the kernel instead of one per activation.
         kernel = self.dense_kernel[...] * mult
         x = jnp.einsum("nd,dhwc->nhwc", z, kernel) + offset
         x = jax.nn.relu(x)
-        for i in range(1, self.config.num_up + 1):
-            kernel = getattr(self, f"up{i}_kernel")[...]
-            last = i == self.config.num_up
-            if not last:
-                mult, offset = getattr(self, f"bn{i}").folded()
-                kernel = kernel * mult
-            x = upsample_conv(x, kernel)
-            x = jnp.tanh(x) if last else jax.nn.relu(x + offset)
+        split = min(HEAD_LAYERS, self.config.num_up) if tail_batch else self.config.num_up
+        for i in range(1, split + 1):
+            x = self._up(i, x)
+        n = x.shape[0]
+        if split == self.config.num_up or n <= tail_batch or n % tail_batch:
+            return self._tail(split, x)
+        chunks = jax.lax.map(functools.partial(self._tail, split), x.reshape(n // tail_batch, tail_batch, *x.shape[1:]))
+        return chunks.reshape(n, *chunks.shape[2:])
+
+    def _tail(self, done: int, x: jax.Array) -> jax.Array:
+        for i in range(done + 1, self.config.num_up + 1):
+            x = self._up(i, x)
         return x
+
+    def _up(self, i: int, x: jax.Array) -> jax.Array:
+        kernel = getattr(self, f"up{i}_kernel")[...]
+        if i == self.config.num_up:
+            return jnp.tanh(upsample_conv(x, kernel))
+        mult, offset = getattr(self, f"bn{i}").folded()
+        return jax.nn.relu(upsample_conv(x, kernel * mult) + offset)
 
 
 def _dilated_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -129,8 +148,8 @@ def _gemm_overlap_add(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    # XLA:CPU runs the narrow late layers faster as a GEMM + overlap-add (an N = 16 * Cout matmul instead of
-    # a conv with 3 or 64 output channels), the wide early ones as a dilated conv (benchmarks/NOTES.md).
+    # XLA:CPU runs these layers faster as a GEMM + overlap-add (an N = 16 * Cout matmul instead of a conv with
+    # 3 or 64 output channels); the dilated conv is kept for wider inputs (benchmarks/NOTES.md, 2 and 13).
     if x.shape[-1] <= GEMM_MAX_IN_CHANNELS:
         return _gemm_overlap_add(x, kernel)
     return _dilated_conv(x, kernel)
@@ -167,11 +186,11 @@ def architecture(config: Config) -> Architecture:
     """The DCGAN as pure functions for `Generator`."""
     bound = bind(lambda rngs: DCGANGenerator(config))
 
-    def synthesize(params, buffers, codes, space, key=None):
+    def synthesize(params, buffers, codes, space, key=None, *, tail_batch=0):
         del key  # the DCGAN has no noise inputs
         if space != "z":
             raise ValueError(f"the DCGAN has only a Z space, not {space!r}")
-        return bound.apply(params, buffers, lambda m, z: m(z), codes)
+        return bound.apply(params, buffers, lambda m, z: m(z, tail_batch), codes)
 
     return Architecture(
         family="dcgan",
@@ -181,6 +200,8 @@ def architecture(config: Config) -> Architecture:
         num_layers=0,
         normalize_z=False,
         synthesize=synthesize,
+        cpu_micro_batch=CPU_MICRO_BATCH,
+        cpu_synthesize=functools.partial(synthesize, tail_batch=TAIL_BATCH),
     )
 
 
