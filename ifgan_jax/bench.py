@@ -403,9 +403,11 @@ class Results:
 
 
 def _flops_per_image(G: Any, head: Callable, head_params: Any, batch: int, space: str = "z") -> dict[str, Any]:
-    # Cost analysis counts a while-loop body once, so the micro-batch loop would hide most of the FLOPs:
-    # analyse one micro-batch (no loop) and divide by its size.
-    size = G.padded_size(min(batch, G.micro_batch) if G.micro_batch else batch)
+    # Cost analysis counts a while-loop body once, so a loop would hide most of the FLOPs: analyse a batch that
+    # runs without one (at most CPU_MICRO_BATCH images: the heads' and the DCGAN tail's chunk size) and divide.
+    from ifgan_jax.generator import CPU_MICRO_BATCH
+
+    size = G.padded_size(min(batch, G.micro_batch, CPU_MICRO_BATCH) if G.micro_batch else batch)
     codes = jnp.zeros((size, *G.arch.code_shape(space)), jnp.float32)
     facts = compiled_facts(G._forward, G.params, G.buffers, head_params, codes, None, space=space, head=head)
     per = facts["flops"] / size if facts.get("flops") else None

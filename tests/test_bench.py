@@ -107,3 +107,15 @@ def test_interleaved_times_long_calls_are_not_blocked():
 
     t = interleaved_times({"s": slow, "f": lambda: calls.append("f")}, repeats=2, min_seconds=0.0)
     assert t["s"]["runs"] == t["f"]["runs"] == 2 and calls == ["s", "f", "s", "f", "f", "s"]
+
+
+@needs_dcgan
+def test_flops_per_image_do_not_depend_on_the_loops(dcgan):
+    # Cost analysis counts a loop body once; the count must come from a loop-free batch at every batch size.
+    from ifgan_jax.bench import _flops_per_image
+    from ifgan_jax.generator import _uint8_head
+
+    small = _flops_per_image(dcgan, _uint8_head, None, 4)["flops_per_item"]
+    large = _flops_per_image(dcgan, _uint8_head, None, 256)["flops_per_item"]
+    assert 1.5e8 < large < 2.5e8
+    assert abs(large / small - 1) < 0.1
