@@ -210,7 +210,8 @@ class Generator:
 
 def _apply_head(head: Callable, head_params: Any, images: jax.Array) -> Any:
     # A head (a predictor) sees at most CPU_MICRO_BATCH images at once, also where the family's own CPU
-    # micro-batch is larger: the FER net, tuned at 8, keeps its activations in cache.
+    # micro-batch is larger: the FER net, tuned at 8, keeps its activations in cache. The elementwise
+    # image heads need no chunks.
     n = images.shape[0]
     if head in (_raw_head, _uint8_head) or n <= CPU_MICRO_BATCH or n % CPU_MICRO_BATCH:
         return head(head_params, images)
