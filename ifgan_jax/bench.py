@@ -14,6 +14,7 @@ scaling subprocesses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -48,6 +49,9 @@ MAX_SECONDS = 20.0
 SHORT_CALL_S = 0.05
 BLOCK_SECONDS = 0.3
 SETTLE_SECONDS = 0.1
+# jax.default_matmul_precision names: one bf16 pass, three bf16 passes (or TF32 on GPUs), full float32.
+MATMUL_PRECISIONS = ("default", "bfloat16", "fastest", "high", "bfloat16_3x", "tensorfloat32", "highest",
+                     "float32")
 TARGETS = {"edit": 0.95, "score": 0.9}  # required ratios to sampling throughput (the brief's targets)
 RESULT_TAG = "IFGAN_BENCH_RESULT "  # prefix of the JSON line a scaling worker prints
 WORKER_TIMEOUT_S = 600
@@ -80,6 +84,7 @@ class BenchConfig:
     invert_loop_images: int = 4  # the per-image loop is timed on this many and reported per image
     scaling_batch: int | None = None  # per-device batch of the scaling run (None: 64 on CPU, 256 otherwise)
     scaling_repeats: int = 3
+    matmul_precisions: tuple[str, ...] = ()  # sample task: extra JAX runs under jax.default_matmul_precision
     verbose: bool = True
 
 
@@ -93,6 +98,15 @@ def _log(config: BenchConfig, message: str) -> None:
 
 def _platform() -> str:
     return jax.local_devices()[0].platform
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    """"bfloat16,tensorfloat32" -> names `jax.default_matmul_precision` accepts; InputError otherwise."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    for name in names:
+        if name not in MATMUL_PRECISIONS:
+            raise InputError(f"unknown matmul precision {name!r}; choose from {', '.join(MATMUL_PRECISIONS)}")
+    return names
 
 
 def parse_model_spec(spec: str) -> tuple[str, int] | None:
@@ -422,6 +436,8 @@ def bench_sample(bm: BenchModel, config: BenchConfig, results: Results) -> None:
     for bs in config.batch_sizes:
         z = G.sample_latents(seed=0, start=0, count=bs)
         fns: dict[str, Callable[[], Any]] = {"jax": lambda z=z: np.asarray(G.synthesize_uint8(z))}
+        for precision in config.matmul_precisions:
+            fns[f"jax@{precision}"] = functools.partial(_synthesize_at, G, z, precision)
         for name, run in bm.reference.items():
             fns[name] = lambda z=z, run=run: run(z)
         t = interleaved_times(fns, repeats=config.repeats)
@@ -430,6 +446,11 @@ def bench_sample(bm: BenchModel, config: BenchConfig, results: Results) -> None:
                               flops_per_item=facts["flops_per_item"], peak_device_bytes=peak_device_bytes(),
                               xla_temp_bytes_per_micro_batch=facts["xla_temp_bytes"])
         msg = f"sample {bm.spec} b={bs}: jax {jax_row['rate']:.1f} img/s"
+        for precision in config.matmul_precisions:
+            name = f"jax@{precision}"
+            row = results.add(bm.spec, "sample", name, bs, t[name], items=bs, flops_per_item=facts["flops_per_item"])
+            value = results.ratio(bm.spec, "sample", bs, f"{name}/jax", row["rate"], jax_row["rate"])
+            msg += f", {name} {row['rate']:.1f} ({value:.2f}x)"
         for name in bm.reference:
             row = results.add(bm.spec, "sample", name, bs, t[name], items=bs, flops_per_item=facts["flops_per_item"])
             if row["flops_per_item"] and results.torch_peak_flops:
@@ -443,6 +464,26 @@ def bench_sample(bm: BenchModel, config: BenchConfig, results: Results) -> None:
         _log(config, msg)
     if bm.reference:
         _parity_check(bm, results)
+    if config.matmul_precisions:
+        _precision_check(bm, config.matmul_precisions, results)
+
+
+def _synthesize_at(G: Any, codes: Any, precision: str) -> np.ndarray:
+    # The precision is part of jit's cache key: each one compiles its own program once.
+    with jax.default_matmul_precision(precision):
+        return np.asarray(G.synthesize_uint8(codes))
+
+
+def _precision_check(bm: BenchModel, precisions: tuple[str, ...], results: Results) -> None:
+    # What the speed costs: raw images at each precision against full float32 ("highest").
+    z = bm.G.sample_latents(seed=1, start=0, count=4)
+    with jax.default_matmul_precision("highest"):
+        exact = np.asarray(bm.G.synthesize(z))
+    for precision in precisions:
+        with jax.default_matmul_precision(precision):
+            diff = np.abs(np.asarray(bm.G.synthesize(z)) - exact)
+        results.notes.append(f"{bm.spec}: raw images at matmul precision {precision} vs float32: max |diff| "
+                             f"{float(diff.max()):.2e}, mean {float(diff.mean()):.2e} (4 images, [-1, 1] scale)")
 
 
 def _parity_check(bm: BenchModel, results: Results) -> None:

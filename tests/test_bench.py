@@ -19,14 +19,16 @@ from ifgan_jax.bench import SHORT_CALL_S, interleaved_times, parse_model_spec
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench"
     res = run_cli("bench", "--tasks", "sample", "--batch-sizes", "2", "--repeats", "1", "--devices", "1", "2",
-                  "--no-reference", "--quiet", "-o", str(out))
+                  "--matmul-precision", "bfloat16", "--no-reference", "--quiet", "-o", str(out))
     assert res.returncode == 0, res.stderr
     payload = json.loads((out / "results.json").read_text())
     machine = payload["machine"]
     assert len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
     assert machine["versions"]["jax"] and machine["jax_backend"] == "cpu"
     assert payload["matmul_peak_flops"]["jax"] > 0
-    (row,) = payload["rows"]
+    row, bf16 = payload["rows"]
+    assert bf16["impl"] == "jax@bfloat16" and bf16["rate"] > 0
+    assert any("matmul precision bfloat16 vs float32: max |diff|" in note for note in payload["notes"])
     assert row["model"] == "dcgan_digiface" and row["task"] == "sample" and row["impl"] == "jax"
     assert row["batch"] == 2 and row["unit"] == "images/s" and row["rate"] > 0 and row["ms_per_batch"] > 0
     assert row["compile_s"] >= 0 and row["flops_per_item"] > 1e8  # the DCGAN is ~0.2 GFLOP per image
@@ -40,7 +42,8 @@ def test_bench_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--batch-sizes", "0,4"], ["--tasks", "sample,nonsense"], ["--repeats", "0"],
-                                   ["-m", "pggan@7"], ["--boundary-size", "8,100"]])
+                                   ["-m", "pggan@7"], ["--boundary-size", "8,100"],
+                                   ["--matmul-precision", "fp8"]])
 def test_bad_flags_exit_2(tmp_path, flags):
     res = run_cli("bench", "-o", str(tmp_path / "x"), *flags)
     assert res.returncode == 2, res.stderr

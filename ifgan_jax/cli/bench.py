@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="JAX only")
     p.add_argument("--interfacegan-repo", type=Path, default=None, metavar="PATH",
                    help="InterFaceGAN checkout: torch PGGAN/StyleGAN modules and its train_boundary")
+    p.add_argument("--matmul-precision", default="", metavar="P[,P...]",
+                   help="sample task: also time JAX under jax.default_matmul_precision P (bfloat16, tensorfloat32, "
+                        "float32, ...) and report speed and image error against full float32")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median; default 5)")
     p.add_argument("--predictor", default=None, help="score task predictor (default fer, else stats)")
     p.add_argument("--boundary-size", default="8,50000,512", metavar="A,N,D",
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax.bench import BenchConfig, run_bench
+    from ifgan_jax.bench import BenchConfig, parse_precisions, run_bench
 
     sizes = _int_list(args.boundary_size, "--boundary-size")
     if len(sizes) != 3:
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         boundary_samples=samples,
         boundary_dim=dim,
         invert_steps=args.invert_steps,
+        matmul_precisions=parse_precisions(args.matmul_precision),
         verbose=not args.quiet,
     )
     payload = run_bench(config)
