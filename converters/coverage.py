@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 
 
 def check_state_dict(

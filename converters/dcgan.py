@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from converters.coverage import check_state_dict
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models.dcgan import KERNEL, Config
 
 STATE_DICT_KEY = "netG_state_dict"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from converters.coverage import check_state_dict
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import pggan, stylegan
 
 KINDS = ("pggan", "stylegan")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 
 
 def read_keras_h5(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from converters import interfacegan
 from converters.coverage import check_state_dict
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import pggan, stylegan
 
 PGGAN_CLASSES = ("tfutil.Network", "network.Network")  # TF release, Theano era

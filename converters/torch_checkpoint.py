@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 
 __all__ = ["flatten_state_dict", "read_torch_checkpoint"]
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifgan_jax.errors import InputError
-from ifgan_jax.io import atomic_save_npy
+from ifgan_jax.files import atomic_save_npy
 
 __all__ = [
     "BoundaryResult",

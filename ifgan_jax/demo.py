@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ifgan_jax import io
+from ifgan_jax import files
 from ifgan_jax.boundary import project_boundary, train_boundaries
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
@@ -84,9 +84,9 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     progress.close()
     scores = np.concatenate(parts)
     timings["sample_and_score_s"] = time.perf_counter() - t
-    io.atomic_save_npy(out / "z.npy", codes)
-    io.atomic_save_npy(out / "scores.npy", scores)
-    io.atomic_write_json(out / "attributes.json", labels)
+    files.atomic_save_npy(out / "z.npy", codes)
+    files.atomic_save_npy(out / "scores.npy", scores)
+    files.atomic_write_json(out / "attributes.json", labels)
 
     timings["sample_and_score_images_per_s"] = count / timings["sample_and_score_s"]
     t = time.perf_counter()
@@ -97,7 +97,7 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     reports = {a: trained.reports[k] for k, a in enumerate(ATTRIBUTES)}
     boundaries["happy_c_surprise"] = np.asarray(project_boundary(boundaries["happy"], boundaries["surprise"]))
     for name, b in boundaries.items():
-        io.atomic_save_npy(out / "boundaries" / f"{name}_boundary.npy", b.astype(np.float32))
+        files.atomic_save_npy(out / "boundaries" / f"{name}_boundary.npy", b.astype(np.float32))
 
     t = time.perf_counter()
     names = ["happy", "happy_c_surprise", "brightness"]
@@ -115,7 +115,7 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     grids = {}
     for k, name in enumerate(names):
         path = out / f"grid_{name}.png"
-        io.save_grid(path, images[:grid_samples, k])
+        files.save_grid(path, images[:grid_samples, k])
         grids[name] = path.name
     curves = {name: {label: curve_scores[:, k, :, labels.index(label)].mean(0).tolist() for label in ATTRIBUTES}
               for k, name in enumerate(names)}
@@ -132,8 +132,8 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
         "curves": curves, "grids": grids, "photo": photo_summary, "timings": timings,
         "devices": [str(d) for d in jax.devices()],
     }
-    io.atomic_write_json(out / "demo.json", summary)
-    io.atomic_write_bytes(out / "report.md", _report(summary).encode())
+    files.atomic_write_json(out / "demo.json", summary)
+    files.atomic_write_bytes(out / "report.md", _report(summary).encode())
     return summary
 
 
@@ -169,7 +169,7 @@ def _photo_stage(G: Generator, out: Path, target: np.ndarray, name: str, boundar
     reconstruction = np.asarray(postprocess(result.reconstructions[0]))
     # The distance-0 edit repeats the reconstruction, so the strip leaves it out.
     edits = [images[0, k] for k, d in enumerate(DISTANCES) if d != 0.0]
-    io.save_grid(out / "photo.png", np.stack([target, reconstruction, *edits])[None])
+    files.save_grid(out / "photo.png", np.stack([target, reconstruction, *edits])[None])
     return {
         "source": name, "psnr": float(result.psnr[0]), "steps": int(result.steps[0]), "init": result.init,
         "mode": "relative", "distances": list(DISTANCES), "image": "photo.png",
@@ -197,7 +197,7 @@ def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> None:
     for i, d in enumerate(DISTANCES):
         draw.text((pad + i * (w - 2 * pad) / (n - 1) - 8, h - pad + 8), f"{d:+.0f}", fill="black")
     draw.text((pad, 15), "mean score vs edit distance (y: 0 to 1)", fill="black")
-    io.atomic_write_bytes(path, io.encode_png(np.asarray(img)))
+    files.atomic_write_bytes(path, files.encode_png(np.asarray(img)))
 
 
 def _report(s: dict[str, Any]) -> str:

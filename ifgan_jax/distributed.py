@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ifgan_jax import io
+from ifgan_jax import files
 from ifgan_jax.errors import InputError
 
 PARTS_DIR = ".parts"
@@ -136,14 +136,14 @@ def run_distributed_sampling(G: Any, out_dir: str | Path, info: ProcessInfo, *, 
 
 
 def _merged_complete(out: Path, count: int) -> bool:
-    meta = io.read_json(out / "meta.json")
+    meta = files.read_json(out / "meta.json")
     return bool(meta and meta.get("complete") and meta.get("count") == count and not (out / PARTS_DIR).exists())
 
 
 def _clear_merged(out: Path) -> None:
     from ifgan_jax.sampling import OUTPUT_NAMES
 
-    io.remove_outputs(out, OUTPUT_NAMES)
+    files.remove_outputs(out, OUTPUT_NAMES)
 
 
 def _expected_shares(count: int, num_processes: int, batch_size: int) -> list[tuple[int, int]]:
@@ -154,7 +154,7 @@ def _all_parts_complete(out: Path, num_processes: int, count: int, batch_size: i
     for i, (start, stop) in enumerate(_expected_shares(count, num_processes, batch_size)):
         if stop == start:
             continue
-        meta = io.read_json(part_dir(out, i) / "meta.json")
+        meta = files.read_json(part_dir(out, i) / "meta.json")
         if not (meta and meta.get("complete")):
             return False
     return True
@@ -182,7 +182,7 @@ def merge(out_dir: str | Path, num_processes: int, *, batch_size: int, count: in
     for i, (start, stop) in enumerate(shares):
         if stop == start:
             continue
-        meta = io.read_json(part_dir(out, i) / "meta.json")
+        meta = files.read_json(part_dir(out, i) / "meta.json")
         if not meta or not meta.get("complete"):
             raise InputError(f"part {i} ({part_dir(out, i)}) is missing or incomplete; rerun process {i}")
         if meta.get("first_index") != start or meta.get("count") != stop - start:
@@ -201,7 +201,7 @@ def merge(out_dir: str | Path, num_processes: int, *, batch_size: int, count: in
             continue
         head = np.load(source, mmap_mode="r")
         # open_npy is what run_sampling writes with, so the header bytes match a single-process file.
-        merged = io.open_npy(out / name, (count, *head.shape[1:]), head.dtype, resume=False)
+        merged = files.open_npy(out / name, (count, *head.shape[1:]), head.dtype, resume=False)
         for i, start, stop, _ in metas:
             merged[start:stop] = np.load(part_dir(out, i) / name, mmap_mode="r")
         merged.flush()
@@ -222,6 +222,6 @@ def merge(out_dir: str | Path, num_processes: int, *, batch_size: int, count: in
         # A single run hashes all of its codes; rebuild that from the merged codes file.
         full = codes if codes is not None else np.load(out / f"{meta['codes_space']}.npy")
         meta["codes_sha256"] = hashlib.sha256(np.ascontiguousarray(full, np.float32).tobytes()).hexdigest()
-    io.atomic_write_json(out / "meta.json", meta)
+    files.atomic_write_json(out / "meta.json", meta)
     shutil.rmtree(out / PARTS_DIR)
     return out

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifgan_jax import io
+from ifgan_jax import files
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator
@@ -77,14 +77,14 @@ def run_edit(
     n, b = len(codes), len(boundaries)
     distances = jnp.linspace(start_distance, end_distance, steps, dtype=jnp.float32)
     strength = None if layer_strength is None else jnp.asarray(layer_strength, jnp.float32)
-    codes_out = io.open_npy(out / ".codes.partial.npy", (n, b, steps, *codes.shape[1:]), np.float32, resume=False)
+    codes_out = files.open_npy(out / ".codes.partial.npy", (n, b, steps, *codes.shape[1:]), np.float32, resume=False)
     if write_images:
         (out / "images").mkdir(exist_ok=True)
     h = G.resolution
     grid = np.zeros((b, min(grid_samples, n), steps, h, h, 3), np.uint8)
     progress = Progress(n * b * steps, desc=f"edit {G.name}", enabled=show_progress)
     bound = jnp.asarray(boundaries)
-    with io.PngWriter() as writer:
+    with files.PngWriter() as writer:
         futures = []
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
@@ -108,9 +108,9 @@ def run_edit(
     grids = []
     for k, name in enumerate(names):
         path = out / f"grid_{k:02d}_{_safe(name)}.png"
-        io.save_grid(path, grid[k])
+        files.save_grid(path, grid[k])
         grids.append(path.name)
-    io.atomic_write_json(out / "edit.json", {
+    files.atomic_write_json(out / "edit.json", {
         "model": G.name, "space": space, "boundaries": names, "distances": np.asarray(distances).tolist(),
         "mode": mode, "layers": None if layers is None else list(layers), "count": n, "grids": grids,
     })

@@ -129,8 +129,9 @@ def load_vgg16(path: str | os.PathLike, lpips_lin: str | os.PathLike | None = No
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    from converters import CheckpointError, read_torch_checkpoint
+    from converters import read_torch_checkpoint
     from converters.torch_checkpoint import flatten_state_dict
+    from ifgan_jax.errors import CheckpointError
 
     if not Path(path).is_file():
         raise InputError(f"weights file {path} does not exist")

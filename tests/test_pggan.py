@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from converters.errors import CheckpointError
 from converters.interfacegan import convert_pggan, convert_state_dict, infer_kind, infer_resolution
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import pggan
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

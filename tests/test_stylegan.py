@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_pggan import BLUR, rel_err, spec_state_dict
 
-from converters.errors import CheckpointError
 from converters.interfacegan import convert_state_dict, convert_stylegan, infer_kind, infer_resolution
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import stylegan
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -20,10 +20,10 @@ import pytest
 from conftest import run_cli
 from test_pggan import spec_state_dict
 
-from converters.errors import CheckpointError
 from converters.interfacegan import convert_state_dict
 from converters.tf_pickle import convert_tf_pickle, load_network_pickle, pickle_to_state_dict
 from ifgan_jax.cli import main
+from ifgan_jax.errors import CheckpointError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PARITY_TOL = 1e-4  # relative error over the whole image, as in test_pggan.py

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import CheckpointError, read_torch_checkpoint
+from converters import read_torch_checkpoint
 from converters.torch_checkpoint import flatten_state_dict
+from ifgan_jax.errors import CheckpointError
 
 SAMPLES = Path(__file__).parent / "fixtures" / "pth_samples"
 FORMATS = ["zip", "legacy"]

@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
-    from converters.errors import CheckpointError
-    from ifgan_jax.errors import InputError
-    from ifgan_jax.wheels import MissingWheelError
+    from ifgan_jax.errors import CheckpointError, InputError, MissingWheelError
 
     return (InputError, CheckpointError, MissingWheelError, FileNotFoundError, PermissionError,
             IsADirectoryError, NotADirectoryError)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax import io
+    from ifgan_jax import files
     from ifgan_jax.errors import InputError
     from ifgan_jax.predictors import load_predictor
 
@@ -52,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create {out}: {err.strerror or err}") from None
-    io.atomic_save_npy(out / "scores.npy", scores.astype(np.float32))
-    io.atomic_write_json(out / "attributes.json", list(predictor.labels))
+    files.atomic_save_npy(out / "scores.npy", scores.astype(np.float32))
+    files.atomic_write_json(out / "attributes.json", list(predictor.labels))
     if names is not None:
-        io.atomic_write_json(out / "images.json", names)
+        files.atomic_write_json(out / "images.json", names)
         if loaded.failures:
-            io.atomic_write_json(out / "failed.json", loaded.failures)
+            files.atomic_write_json(out / "failed.json", loaded.failures)
     means = ", ".join(f"{label} {m:.3f}" for label, m in zip(predictor.labels, scores.mean(0), strict=True))
     print(f"scored {len(scores)} samples -> {out / 'scores.npy'} (mean: {means})")
     return 0

@@ -74,7 +74,7 @@ def attribute_names(args: argparse.Namespace, num_columns: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ifgan_jax import io
+    from ifgan_jax import files
     from ifgan_jax.boundary import save_boundary, train_boundaries
     from ifgan_jax.cli.common import load_npy
     from ifgan_jax.errors import InputError
@@ -96,24 +96,24 @@ def run(args: argparse.Namespace) -> int:
     trained = train_boundaries(codes, scores, chosen_num_or_ratio=args.chosen_num_or_ratio,
                                split_ratio=args.split_ratio, invalid_value=args.invalid_value,
                                solver=args.solver, seed=args.seed, names=names)
-    files = ["boundary.npy"] if num_columns == 1 else [f"{n}_boundary.npy" for n in names]
+    written = ["boundary.npy"] if num_columns == 1 else [f"{n}_boundary.npy" for n in names]
     report = {
         "codes": str(args.codes), "scores": str(args.scores), "codes_shape": list(codes.shape),
         "solver": args.solver, "seed": args.seed, "chosen_num_or_ratio": args.chosen_num_or_ratio,
         "split_ratio": args.split_ratio, "invalid_value": args.invalid_value,
         "timing": {"load_s": t_load, "train_s": trained.seconds, "total_s": None},
-        "attributes": {name: {"file": f, **rep} for name, f, rep in zip(names, files, trained.reports, strict=True)},
+        "attributes": {name: {"file": f, **rep} for name, f, rep in zip(names, written, trained.reports, strict=True)},
     }
     out.mkdir(parents=True, exist_ok=True)
-    for k, f in enumerate(files):
+    for k, f in enumerate(written):
         save_boundary(out / f, trained.boundaries[k : k + 1], dtype=np.float32)
     report["timing"]["total_s"] = time.perf_counter() - t0
-    io.atomic_write_json(out / "report.json", report)
+    files.atomic_write_json(out / "report.json", report)
     for name, rep in zip(names, trained.reports, strict=True):
         acc = rep["accuracy"]
         val = "n/a" if acc["val"] is None else f"{acc['val']:.4f}"
         print(f"{name}: train {rep['counts']['train']} val {rep['counts']['val']} "
               f"(dropped {rep['counts']['invalid'] + rep['counts']['nonfinite']}), val accuracy {val}")
-    print(f"wrote {len(files)} boundar{'y' if len(files) == 1 else 'ies'} and report.json to {out} "
+    print(f"wrote {len(written)} boundar{'y' if len(written) == 1 else 'ies'} and report.json to {out} "
           f"({report['timing']['total_s']:.1f} s)")
     return 0

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models.nnx_bind import BoundModule, bind
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
