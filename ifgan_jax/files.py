@@ -1,8 +1,10 @@
-"""Atomic writes, streaming .npy memmaps, and a PNG writer pool that overlaps encoding with compute."""
+"""Files: atomic writes, streaming .npy memmaps, a PNG writer pool that overlaps encoding with compute, hashing."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -13,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from ifgan_jax.errors import InputError
 
 PNG_COMPRESS_LEVEL = 1  # fast encoding; still lossless and byte-for-byte deterministic
 
@@ -63,8 +67,6 @@ def open_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, *, res
 
 def encode_png(image: np.ndarray) -> bytes:
     """Deterministic RGB PNG bytes of a (H, W, 3) uint8 image."""
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(buf, format="PNG",
                                                                    compress_level=PNG_COMPRESS_LEVEL)
@@ -125,37 +127,21 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def open_run_dir(out: Path, identity: dict[str, Any], output_names: Iterable[str], overwrite: bool) -> dict | None:
-    """Prepare `out` for a resumable run named by `identity` (keys of its meta.json).
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
-    Returns the existing meta.json when `out` holds this same run (to resume, or already complete) and None
-    for a fresh, writable directory. A different run or unrelated files raise InputError, unless `overwrite`,
-    which first deletes `output_names`.
-    """
-    from ifgan_jax.errors import InputError
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a directory")
-    if overwrite and out.is_dir():
-        remove_outputs(out, output_names)
-    meta_path = out / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError:
-            meta = {}
-        previous = {k: meta.get(k) for k in identity}
-        if previous != identity:
-            diff = ", ".join(f"{k}: {previous[k]!r} -> {identity[k]!r}" for k in identity if previous[k] != identity[k])
-            raise InputError(f"{out} holds a different run ({diff}); pass --overwrite to replace it")
-        return meta
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} is not empty and holds no ifgan run; choose another directory or pass --overwrite")
+def load_npy(path: str | os.PathLike, what: str) -> np.ndarray:
+    """`np.load` without pickles; a missing or unreadable file is an InputError naming `what` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file {path} does not exist")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
-    return None
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"cannot read {what} file {path}: {err}") from None

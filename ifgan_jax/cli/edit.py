@@ -3,32 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-
-from ifgan_jax.cli.common import add_model_args, load_generator_from_args, load_npy
-
-
-def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...] | None:
-    """'0-7' or '0,2,4' -> layer indices (validated against the model's W+ layers)."""
-    from ifgan_jax.errors import InputError
-
-    if not text:
-        return None
-    layers: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            layers.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise InputError(f"--layers must look like 0-7 or 0,2,4, got {text!r}") from None
-    if not num_layers:
-        raise InputError("--layers needs a model with W+ codes")
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad:
-        raise InputError(f"--layers {bad} out of range for {num_layers} W+ layers")
-    return tuple(sorted(set(layers)))
+from ifgan_jax.cli.common import add_model_args, model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,31 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax.edit_run import check_boundaries, run_edit
-    from ifgan_jax.errors import InputError
+    from ifgan_jax.jobs import edit
 
-    boundaries = [load_npy(path, "boundary") for path in args.boundary]
-    if args.codes is None and args.num is None:
-        raise InputError("give -i CODES.npy or -n N")
-    if args.codes is None and args.space != "z":
-        raise InputError("sampled codes are Z codes; pass -i for W/W+ codes")
-    G = load_generator_from_args(args)
-    names = [Path(p).name for p in args.boundary]
-    bounds = check_boundaries(G, boundaries, args.space, names)
-    codes = load_npy(args.codes) if args.codes else G.sample_latents(args.seed, 0, args.num)
-    layers = parse_layers(args.layers, G.num_layers)
-    if layers is not None and args.space != "wp":
-        raise InputError("--layers applies to W+ codes (--space wp)")
-    strength = None
-    if args.truncation_aware:
-        psi = getattr(G.config, "truncation_psi", None)
-        if args.space != "wp" or psi is None:
-            raise InputError("--truncation-aware applies to W+ codes of a model with truncation")
-        cut = min(G.config.truncation_layers, G.num_layers)
-        strength = np.array([psi] * cut + [1.0] * (G.num_layers - cut), np.float32)
-    result = run_edit(G, np.asarray(codes), bounds, args.out, names=names, space=args.space,
-                      start_distance=args.start_distance, end_distance=args.end_distance, steps=args.steps,
-                      mode=args.mode, layers=layers, layer_strength=strength, write_images=not args.no_images,
-                      show_progress=not args.quiet)
-    print(f"wrote {result['count']} edited images to {result['out_dir']} ({result['rate']:.1f} img/s)")
+    edit.run(args.out, boundary_paths=args.boundary, codes_path=args.codes, num=args.num, seed=args.seed,
+             space=args.space, start_distance=args.start_distance, end_distance=args.end_distance, steps=args.steps,
+             mode=args.mode, layers=args.layers, truncation_aware=args.truncation_aware,
+             write_images=not args.no_images, show_progress=not args.quiet, **model_options(args))
     return 0

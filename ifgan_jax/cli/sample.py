@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ifgan_jax.cli.common import add_model_args, add_process_args, load_generator_from_args, load_npy, start_processes
+from ifgan_jax.cli.common import add_model_args, add_process_args, model_options, process_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,38 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax.errors import InputError
-    from ifgan_jax.sampling import run_sampling
+    from ifgan_jax.jobs import sample
 
-    info = start_processes(args)  # before any JAX work
-    codes = load_npy(args.codes) if args.codes else None
-    if codes is None and args.num is None:
-        raise InputError("give -n N (or -i CODES.npy)")
-    if not 0 <= args.seed < 2**32:
-        raise InputError(f"--seed must be in [0, 2**32), got {args.seed}")
-    predictor = None
-    if args.score:
-        from ifgan_jax.predictors import load_predictor
-
-        predictor = load_predictor(args.score)
-    G = load_generator_from_args(args)
-    if info is not None:
-        from ifgan_jax.distributed import run_distributed_sampling
-
-        result = run_distributed_sampling(G, args.out, info, count=args.num, batch_size=args.batch_size,
-                                          codes=codes, overwrite=args.overwrite, image_format=args.images,
-                                          codes_space=args.space, seed=args.seed, show_progress=not args.quiet,
-                                          predictor=predictor)
-        if not result["skipped"]:
-            start, stop = result["share"]
-            rate = f", {result['rate']:.1f} img/s" if result["rate"] else ""
-            merged = (f"; merged {result['count']} samples into {result['out_dir']}" if result["merged"]
-                      else "; the merge is left to the process that finishes last" if not info.runtime else "")
-            print(f"process {info.process_id}/{info.num_processes}: samples {start}..{stop}{rate}{merged}")
-        return 0
-    result = run_sampling(G, args.out, count=args.num, seed=args.seed, batch_size=args.batch_size,
-                          image_format=args.images, codes=codes, codes_space=args.space,
-                          overwrite=args.overwrite, show_progress=not args.quiet, predictor=predictor)
-    if not result["skipped"]:
-        print(f"wrote {result['count']} samples to {result['out_dir']} ({result['rate']:.1f} img/s)")
+    sample.run(args.out, num=args.num, seed=args.seed, batch_size=args.batch_size, image_format=args.images,
+               codes_path=args.codes, codes_space=args.space, overwrite=args.overwrite, score=args.score,
+               show_progress=not args.quiet, **model_options(args), **process_options(args))
     return 0

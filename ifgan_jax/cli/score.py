@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-
-from ifgan_jax.cli.common import add_model_args, load_generator_from_args, load_npy
+from ifgan_jax.cli.common import add_model_args, model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,41 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax import files
-    from ifgan_jax.errors import InputError
-    from ifgan_jax.predictors import load_predictor
+    from ifgan_jax.jobs import score
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    predictor = load_predictor(args.predictor)
-    source = Path(args.input)
-    out = Path(args.out)
-    if source.is_dir():
-        from ifgan_jax.images import load_images
-
-        # FER resizes to its own 64x64 input; keep the images at that size to bound memory.
-        loaded = load_images(source, args.image_size)
-        if loaded.failures:
-            print(f"skipped {len(loaded.failures)} unreadable files (see {out / 'failed.json'})")
-        scores = np.asarray(predictor(loaded.uint8, batch_size=args.batch_size))
-        names = list(loaded.names)
-    else:
-        G = load_generator_from_args(args)
-        codes = G.check_codes(load_npy(source), args.space)
-        from ifgan_jax.scoring import score_codes
-
-        scores = np.asarray(score_codes(G, codes, predictor, space=args.space, batch_size=args.batch_size))
-        names, loaded = None, None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create {out}: {err.strerror or err}") from None
-    files.atomic_save_npy(out / "scores.npy", scores.astype(np.float32))
-    files.atomic_write_json(out / "attributes.json", list(predictor.labels))
-    if names is not None:
-        files.atomic_write_json(out / "images.json", names)
-        if loaded.failures:
-            files.atomic_write_json(out / "failed.json", loaded.failures)
-    means = ", ".join(f"{label} {m:.3f}" for label, m in zip(predictor.labels, scores.mean(0), strict=True))
-    print(f"scored {len(scores)} samples -> {out / 'scores.npy'} (mean: {means})")
+    score.run(args.input, args.out, predictor=args.predictor, space=args.space, batch_size=args.batch_size,
+              image_size=args.image_size, **model_options(args))
     return 0

@@ -19,7 +19,7 @@ from ifgan_jax import files
 from ifgan_jax.boundary import project_boundary, train_boundaries
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
-from ifgan_jax.generator import Generator, postprocess
+from ifgan_jax.generator import Generator, load_generator, postprocess
 from ifgan_jax.images import load_image, to_float
 from ifgan_jax.invert import invert
 from ifgan_jax.predictors import Predictor, brightness, load_predictor
@@ -52,6 +52,32 @@ def load_photo(path: str | os.PathLike | None, resolution: int) -> tuple[np.ndar
     if not path.is_file():  # load_image would call a missing file "corrupt"
         raise InputError(f"photo {path} does not exist or is not a file")
     return load_image(path, resolution), path.name
+
+
+MIN_SAMPLES = 200  # fewer gives no meaningful boundary
+
+
+def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, curve_samples: int = 256,
+        photo: str | None = None, photo_steps: int | None = None, show_progress: bool = True,
+        model: str = "dcgan_digiface", weights: str | None = None, devices: int | None = None,
+        micro_batch: int | None = None) -> dict[str, Any]:
+    """The `demo` command: every stage on the model, then the summary lines."""
+    if num < MIN_SAMPLES:
+        raise InputError(f"-n must be >= {MIN_SAMPLES} for a meaningful boundary, got {num}")
+    G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
+    # run_demo loads and checks the photo before anything else, so a bad --photo fails in seconds.
+    summary = run_demo(G, out_dir, count=num, seed=seed, curve_samples=curve_samples, show_progress=show_progress,
+                       photo=photo, photo_steps=photo_steps)
+    happy = summary["curves"]["happy"]["happy"]
+    shot = summary["photo"]
+    along = shot["curves"]["happy"]["happy"]
+    print("val accuracy: " + ", ".join(f"{k} {v['accuracy']['val']:.3f}" for k, v in summary["boundaries"].items()))
+    print(f"mean happy along the happy boundary: {happy[0]:.3f} -> {happy[-1]:.3f}")
+    print(f"photo: happy {shot['reconstruction']['happy']:.2f} (reconstruction) -> {along[-1]:.2f} "
+          f"({shot['distances'][-1]:+.0f}); the photo itself {shot['target']['happy']:.2f}, "
+          f"reconstruction PSNR {shot['psnr']:.1f} dB")
+    print(f"report: {out_dir}/report.md")
+    return summary
 
 
 def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int = 0, grid_samples: int = 8,

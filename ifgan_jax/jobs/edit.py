@@ -1,4 +1,7 @@
-"""Edit jobs: codes x boundaries x distances -> edited codes, images and one grid per boundary."""
+"""`edit`: move codes along boundaries (InterFaceGAN's edit.py), vmapped over samples x boundaries x steps.
+
+Writes codes.npy (N, B, S, ...), images/{sample}_{boundary}_{step}.png, one grid per boundary and edit.json.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,60 @@ import numpy as np
 from ifgan_jax import files
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
-from ifgan_jax.generator import Generator
+from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.progress import Progress
+
+
+def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_digiface", weights: str | None = None,
+        codes_path: str | None = None, num: int | None = None, seed: int = 0, space: str = "z",
+        start_distance: float = -3.0, end_distance: float = 3.0, steps: int = 10, mode: str = "absolute",
+        layers: str | None = None, truncation_aware: bool = False, write_images: bool = True,
+        show_progress: bool = True, devices: int | None = None, micro_batch: int | None = None) -> dict[str, Any]:
+    """The `edit` command: load the model, boundaries and codes, check them, edit, print a summary line."""
+    boundaries = [files.load_npy(path, "boundary") for path in boundary_paths]
+    if codes_path is None and num is None:
+        raise InputError("give -i CODES.npy or -n N")
+    if codes_path is None and space != "z":
+        raise InputError("sampled codes are Z codes; pass -i for W/W+ codes")
+    G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
+    names = [Path(p).name for p in boundary_paths]
+    bounds = check_boundaries(G, boundaries, space, names)
+    codes = files.load_npy(codes_path, "codes") if codes_path else G.sample_latents(seed, 0, num)
+    layer_ids = parse_layers(layers, G.num_layers)
+    if layer_ids is not None and space != "wp":
+        raise InputError("--layers applies to W+ codes (--space wp)")
+    strength = None
+    if truncation_aware:
+        psi = getattr(G.config, "truncation_psi", None)
+        if space != "wp" or psi is None:
+            raise InputError("--truncation-aware applies to W+ codes of a model with truncation")
+        cut = min(G.config.truncation_layers, G.num_layers)
+        strength = np.array([psi] * cut + [1.0] * (G.num_layers - cut), np.float32)
+    result = write_edits(G, np.asarray(codes), bounds, out_dir, names=names, space=space,
+                         start_distance=start_distance, end_distance=end_distance, steps=steps, mode=mode,
+                         layers=layer_ids, layer_strength=strength, write_images=write_images,
+                         show_progress=show_progress)
+    print(f"wrote {result['count']} edited images to {result['out_dir']} ({result['rate']:.1f} img/s)")
+    return result
+
+
+def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...] | None:
+    """'0-7' or '0,2,4' -> layer indices (validated against the model's W+ layers)."""
+    if not text:
+        return None
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            layers.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InputError(f"--layers must look like 0-7 or 0,2,4, got {text!r}") from None
+    if not num_layers:
+        raise InputError("--layers needs a model with W+ codes")
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad:
+        raise InputError(f"--layers {bad} out of range for {num_layers} W+ layers")
+    return tuple(sorted(set(layers)))
 
 
 def edit_image_name(sample: int, boundary: int, step: int) -> str:
@@ -44,7 +99,7 @@ def check_boundaries(G: Generator, boundaries: list[np.ndarray], space: str, nam
     return np.stack(rows).astype(np.float32)
 
 
-def run_edit(
+def write_edits(
     G: Generator,
     codes: np.ndarray,
     boundaries: np.ndarray,

@@ -1,27 +1,33 @@
-"""Streaming, resumable sampling to disk: codes and images for sample indices [0, count)."""
+"""`sample`: InterFaceGAN's generate_data.py at scale: codes and images for sample indices [0, count).
+
+Streamed to disk and resumable (see jobs/rundir.py); shared among processes by jobs/multiprocess.py, each
+process writing a part that the merge joins into exactly what a single-process run writes.
+"""
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from ifgan_jax import files
 from ifgan_jax.errors import InputError
-from ifgan_jax.generator import Generator
-from ifgan_jax.predictors import Predictor
+from ifgan_jax.generator import Generator, load_generator
+from ifgan_jax.jobs import multiprocess, rundir
+from ifgan_jax.predictors import Predictor, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
 
 IMAGE_FORMATS = ("png", "npy", "none")
-PROGRESS_FILE = ".progress.json"
 PIPELINE_DEPTH = 2  # batches in flight: the device computes one while the host writes the other
-OUTPUT_NAMES = ("meta.json", PROGRESS_FILE, "z.npy", "w.npy", "wp.npy", "images.npy", "images", "scores.npy",
-                "attributes.json")
+ARRAY_FILES = ("z.npy", "w.npy", "wp.npy", "images.npy", "scores.npy")
+OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, *ARRAY_FILES, "images", "attributes.json")
+MAX_SEED = 2**32
 
 
 def image_name(index: int) -> str:
@@ -29,11 +35,43 @@ def image_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def run_sampling(
+def run(out_dir: str | Path, *, model: str = "dcgan_digiface", weights: str | None = None, num: int | None = None,
+        seed: int = 0, batch_size: int = 64, image_format: str = "png", codes_path: str | None = None,
+        codes_space: str = "z", overwrite: bool = False, score: str | None = None, show_progress: bool = True,
+        devices: int | None = None, micro_batch: int | None = None, coordinator: str | None = None,
+        num_processes: int | None = None, process_id: int | None = None) -> dict[str, Any]:
+    """The `sample` command: load the model (and predictor), sample to `out_dir`, print a summary line."""
+    info = multiprocess.initialize(coordinator, num_processes, process_id)  # before any JAX work
+    codes = files.load_npy(codes_path, "codes") if codes_path else None
+    if codes is None and num is None:
+        raise InputError("give -n N (or -i CODES.npy)")
+    if not 0 <= seed < MAX_SEED:
+        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
+    predictor = load_predictor(score) if score else None
+    G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
+    options = {"seed": seed, "image_format": image_format, "codes_space": codes_space,
+               "show_progress": show_progress, "predictor": predictor}
+    if info.num_processes > 1:
+        result = write_shared(G, out_dir, info, count=num, batch_size=batch_size, codes=codes, overwrite=overwrite,
+                              **options)
+        if not result["skipped"]:
+            start, stop = result["share"]
+            rate = f", {result['rate']:.1f} img/s" if result["rate"] else ""
+            merged = (f"; merged {result['count']} samples into {result['out_dir']}" if result["merged"]
+                      else "; the merge is left to the process that finishes last" if not info.runtime else "")
+            print(f"process {info.process_id}/{info.num_processes}: samples {start}..{stop}{rate}{merged}")
+        return result
+    result = write_samples(G, out_dir, count=num, batch_size=batch_size, codes=codes, overwrite=overwrite, **options)
+    if not result["skipped"]:
+        print(f"wrote {result['count']} samples to {result['out_dir']} ({result['rate']:.1f} img/s)")
+    return result
+
+
+def write_samples(
     G: Generator,
     out_dir: str | Path,
     *,
-    count: int,
+    count: int | None,
     seed: int = 0,
     batch_size: int = 64,
     image_format: str = "png",
@@ -46,7 +84,7 @@ def run_sampling(
 ) -> dict[str, Any]:
     """Write `{space}.npy`, images and meta.json to out_dir; resumes a killed run of the same job.
 
-    Row r holds sample index `first_index + r` (a host's share in multi-process runs).
+    Row r holds sample index `first_index + r` (a process's share in multi-process runs).
     """
     if image_format not in IMAGE_FORMATS:
         raise InputError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
@@ -71,8 +109,7 @@ def run_sampling(
         "image_format": image_format,
         "predictor": None if predictor is None else predictor.name,
     }
-    meta = {**identity, "versions": _versions(), "complete": False}
-    done = _prepare_dir(out, identity, overwrite)
+    done = rundir.start_run(out, identity, OUTPUT_NAMES, overwrite)
     if done is None:
         return {"out_dir": str(out), "count": count, "skipped": True}
 
@@ -91,12 +128,11 @@ def run_sampling(
         head = make_score_head(predictor, with_images=True)
         if done == 0:
             files.atomic_write_json(out / "attributes.json", list(predictor.labels))
-    if done == 0:
-        files.atomic_write_json(out / "meta.json", meta)
 
     progress = Progress(count, done, desc=f"sample {G.name}", enabled=show_progress)
     pending: collections.deque = collections.deque()  # (stop, future or None) in index order
     in_flight: collections.deque = collections.deque()  # (start, stop, device images)
+    memmaps = [*arrays.values(), images_npy, scores]
     with files.PngWriter() as writer:
         for start in range(done, count, batch_size):
             stop = min(start + batch_size, count)
@@ -109,13 +145,12 @@ def run_sampling(
             in_flight.append((start, stop, result))
             if len(in_flight) >= PIPELINE_DEPTH:
                 pending.append(_write_batch(out, writer, images_npy, scores, first_index, *in_flight.popleft()))
-            _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=False)
+            _commit_finished(out, pending, memmaps, progress, block=False)
         while in_flight:
             pending.append(_write_batch(out, writer, images_npy, scores, first_index, *in_flight.popleft()))
-        _commit_finished(out, pending, [*arrays.values(), images_npy, scores], progress, block=True)
+        _commit_finished(out, pending, memmaps, progress, block=True)
     progress.close()
-    files.atomic_write_json(out / "meta.json", {**meta, "complete": True})
-    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    rundir.finish_run(out, identity)
     return {"out_dir": str(out), "count": count, "rate": progress.rate, "skipped": False}
 
 
@@ -179,28 +214,92 @@ def _commit_finished(out, pending, memmaps, progress: Progress, *, block: bool) 
     for memmap in memmaps:
         if memmap is not None:
             memmap.flush()
-    files.atomic_write_json(out / PROGRESS_FILE, {"done": committed})
+    rundir.write_progress(out, committed)
     progress.update(committed - last_done)
 
 
-def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> int | None:
-    """Samples already committed (0 for a fresh run), or None when the same run is complete."""
-    meta = files.open_run_dir(out, identity, OUTPUT_NAMES, overwrite)
-    if meta is None:
-        return 0
-    if meta.get("complete"):
+def write_shared(G: Generator, out_dir: str | Path, info: multiprocess.ProcessInfo, *, count: int | None,
+                 batch_size: int = 64, codes: np.ndarray | None = None, overwrite: bool = False,
+                 **options: Any) -> dict[str, Any]:
+    """This process's share of `write_samples` in OUT/.parts/, then the merge (exactly one process merges)."""
+    if codes is not None:
+        count = len(codes) if count is None else count
+        if count != len(codes):
+            raise InputError(f"-n {count} does not match the {len(codes)} codes given")
+    if count is None or count < 1:
+        raise InputError(f"the number of samples must be >= 1, got {count}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    out = Path(out_dir)
+    if multiprocess.merged_complete(out, {"count": count}) and not overwrite:
         print(f"{out}: this run is already complete", flush=True)
-        return None
-    try:
-        return int(files.json.loads((out / PROGRESS_FILE).read_text())["done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        return {"out_dir": str(out), "count": count, "skipped": True}
+    if info.process_id == 0 and overwrite:
+        files.remove_outputs(out, OUTPUT_NAMES)
+
+    def write_part(part: Path, start: int, stop: int) -> dict[str, Any]:
+        return write_samples(G, part, count=stop - start, first_index=start, batch_size=batch_size,
+                             codes=None if codes is None else codes[start:stop], overwrite=overwrite, **options)
+
+    shared = multiprocess.run_shared(
+        out, info, job="sample", count=count, batch_size=batch_size, write_part=write_part,
+        merge=lambda: merge(out, info.num_processes, batch_size=batch_size, count=count, codes=codes))
+    return {"out_dir": str(out), "count": count, "share": list(shared.share), "skipped": False,
+            "rate": None if shared.part is None else shared.part.get("rate"), "merged": shared.did_merge}
 
 
-def _versions() -> dict[str, str]:
-    import flax
+def merge(out_dir: str | Path, num_processes: int, *, batch_size: int, count: int,
+          codes: np.ndarray | None = None) -> Path:
+    """Join the parts in OUT/.parts into OUT exactly as a single-process run lays it out; remove the parts.
 
-    import ifgan_jax
-
-    return {"ifgan_jax": ifgan_jax.__version__, "jax": jax.__version__, "flax": flax.__version__,
-            "numpy": np.__version__}
+    `count` and `batch_size` must be those of the run (they fix each part's share, checked here).
+    """
+    out = Path(out_dir)
+    metas = []
+    for i, (start, stop) in enumerate(multiprocess.shares(count, num_processes, batch_size)):
+        if stop == start:
+            continue
+        part = multiprocess.part_dir(out, i)
+        meta = files.read_json(part / rundir.META_FILE)
+        if not meta or not meta.get("complete"):
+            raise InputError(f"part {i} ({part}) is missing or incomplete; rerun process {i}")
+        if meta.get("first_index") != start or meta.get("count") != stop - start:
+            raise InputError(f"part {i} holds indices {meta.get('first_index')}+{meta.get('count')}, expected "
+                             f"{start}..{stop}: was it run with another -n, --batch-size or process count?")
+        metas.append((i, start, stop, meta))
+    first = metas[0][0]
+    same = ("model", "family", "seed", "codes_space", "image_format", "predictor")
+    for i, _, _, meta in metas[1:]:
+        diff = [k for k in same if meta.get(k) != metas[0][3].get(k)]
+        if diff:
+            raise InputError(f"part {i} differs from part {first} in {', '.join(diff)}")
+    for name in ARRAY_FILES:
+        source = multiprocess.part_dir(out, first) / name
+        if not source.is_file():
+            continue
+        head = np.load(source, mmap_mode="r")
+        # open_npy is what write_samples writes with, so the header bytes match a single-process file.
+        merged = files.open_npy(out / name, (count, *head.shape[1:]), head.dtype, resume=False)
+        for i, start, stop, _ in metas:
+            merged[start:stop] = np.load(multiprocess.part_dir(out, i) / name, mmap_mode="r")
+        merged.flush()
+        del merged
+    images = out / "images"
+    for i, *_ in metas:
+        part_images = multiprocess.part_dir(out, i) / "images"
+        if part_images.is_dir():
+            images.mkdir(exist_ok=True)
+            for png in sorted(part_images.iterdir()):
+                os.replace(png, images / png.name)
+    attributes = multiprocess.part_dir(out, first) / "attributes.json"
+    if attributes.is_file():
+        shutil.copyfile(attributes, out / "attributes.json")
+    meta = dict(metas[0][3])
+    meta.update(count=count, first_index=0, complete=True)
+    if meta.get("codes_sha256") is not None:
+        # A single run hashes all of its codes; rebuild that from the merged codes file.
+        full = codes if codes is not None else np.load(out / f"{meta['codes_space']}.npy")
+        meta["codes_sha256"] = hashlib.sha256(np.ascontiguousarray(full, np.float32).tobytes()).hexdigest()
+    files.atomic_write_json(out / rundir.META_FILE, meta)
+    shutil.rmtree(out / multiprocess.PARTS_DIR)
+    return out
