@@ -62,17 +62,21 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
                           env=full_env, timeout=timeout, cwd=ROOT)
 
 
-REF_REPO = Path("/opt/ref/interfacegan")  # a genforce/interfacegan checkout, for reference comparisons only
+# A genforce/interfacegan checkout, for reference comparisons only; the same variable the benchmarks read.
+REF_REPO_ENV = "IFGAN_INTERFACEGAN_REPO"
 
 
 @pytest.fixture(scope="session")
 def manipulator():
-    """InterFaceGAN's utils/manipulator.py from the reference checkout (skipped where it is absent)."""
-    if not (REF_REPO / "utils" / "manipulator.py").is_file():
-        pytest.skip(f"no InterFaceGAN checkout at {REF_REPO}")
+    """InterFaceGAN's utils/manipulator.py from the checkout in $IFGAN_INTERFACEGAN_REPO (skipped without one)."""
+    if not os.environ.get(REF_REPO_ENV):
+        pytest.skip(f"set {REF_REPO_ENV} to a genforce/interfacegan checkout to compare with its manipulator")
+    repo = Path(os.environ[REF_REPO_ENV])
+    if not (repo / "utils" / "manipulator.py").is_file():
+        pytest.skip(f"{REF_REPO_ENV}={repo} is not an InterFaceGAN checkout (no utils/manipulator.py)")
     pytest.importorskip("sklearn")
     name = "_ref_interfacegan_utils"
-    init = REF_REPO / "utils" / "__init__.py"
+    init = repo / "utils" / "__init__.py"
     spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
     package = importlib.util.module_from_spec(spec)
     sys.modules[name] = package
