@@ -7,19 +7,17 @@ space plus Gaussian noise, the noise level spread over the attributes so their t
 accuracy spans about 0.97-1.0 (noisier scores make libsvm much slower: 20 s at noise 1.0, 400 s at 1.5 per
 attribute here). The reference is timed on `--ref-attributes` attributes picked at evenly spaced noise
 quantiles and extrapolated linearly (one SVC per attribute) to all of them; the JAX solver is timed on all
-of them, compile separately from the run. Writes a JSON with the machine, every timing and the agreement.
+of them: the first call (compile included) and the fastest of the warm calls after it. Writes a JSON with the
+machine, every timing and the agreement. The reference needs an InterFaceGAN checkout: --interfacegan-repo
+or $IFGAN_INTERFACEGAN_REPO (without one it is skipped, with a note in the results).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.util
-import json
 import logging
+import math
 import os
-import platform
 import re
 import sys
 import time
@@ -27,41 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import RESULTS, interleaved_times, load_average, write_results
+from benchmarks.references import interfacegan_train_boundary
+from ifgan_jax.boundary import train_boundaries
 
-import jax  # noqa: E402
-
-from ifgan_jax import boundary as B  # noqa: E402
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import sklearn
-
-    info = {
-        "cpu_model": cpu, "cpu_cores": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__,
-        "sklearn": sklearn.__version__, "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-    }
-    with contextlib.suppress(OSError):
-        meminfo = Path("/proc/meminfo").read_text()
-        info["memory_gib"] = round(int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1)) / 2**20, 1)
-    return info
-
-
-def load_average() -> list[float] | None:
-    # The machine may be shared: record how busy it was around each timing.
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
+REPO_ENV = "IFGAN_INTERFACEGAN_REPO"  # where an InterFaceGAN checkout is, when --interfacegan-repo is not given
 
 
 def synthetic(n: int, dim: int, attributes: int, noise_lo: float, noise_hi: float, seed: int):
@@ -76,16 +44,6 @@ def synthetic(n: int, dim: int, attributes: int, noise_lo: float, noise_hi: floa
     return codes, scores, noise
 
 
-def import_manipulator(repo: Path):
-    name = "_bench_interfacegan_utils"
-    init = repo / "utils" / "__init__.py"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    spec.loader.exec_module(package)
-    return importlib.import_module(f"{name}.manipulator")
-
-
 class Capture(logging.Handler):
     """Keeps InterFaceGAN's log lines: its train_boundary reports accuracies only there."""
 
@@ -97,23 +55,17 @@ class Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def run_reference(manipulator, codes: np.ndarray, scores: np.ndarray, seed: int) -> tuple[np.ndarray, float, dict]:
+def run_reference(repo: Path, codes: np.ndarray, scores: np.ndarray, seed: int) -> tuple[np.ndarray, float, dict]:
+    """InterFaceGAN's train_boundary on one attribute: its boundary, seconds, and the accuracies it logged."""
     logger = logging.getLogger(f"bench_boundary_ref_{id(scores)}")
     handler = Capture()
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    had = "int" in np.__dict__
-    if not had:
-        np.int = int  # InterFaceGAN uses np.int, removed in numpy 1.24
-    try:
-        np.random.seed(seed)  # InterFaceGAN shuffles with the global RNG; ours uses RandomState(seed)
-        t = time.perf_counter()
-        boundary = manipulator.train_boundary(codes, scores[:, None], logger=logger)
-        seconds = time.perf_counter() - t
-    finally:
-        if not had:
-            del np.int
+    fit = interfacegan_train_boundary(repo, seed=seed, logger=logger)  # seeds the global RNG it shuffles with
+    t = time.perf_counter()  # one call of 20-400 s: timed once, not repeated
+    boundary = fit(codes, scores[:, None])
+    seconds = time.perf_counter() - t
     acc = {}
     for line in handler.lines:
         m = re.search(r"Accuracy for (validation|remaining) set: (\d+) / (\d+) = ([\d.]+)", line)
@@ -130,13 +82,14 @@ def main() -> int:
     parser.add_argument("--noise", type=float, nargs=2, default=(0.25, 1.0), metavar=("LO", "HI"),
                         help="score noise range over the attributes (default 0.25 1.0)")
     parser.add_argument("--ref-attributes", type=int, default=2, help="attributes to time the reference on")
-    parser.add_argument("--interfacegan-repo", type=Path, default=Path("/opt/ref/interfacegan"))
+    parser.add_argument("--interfacegan-repo", type=Path, default=os.environ.get(REPO_ENV) or None,
+                        help=f"InterFaceGAN checkout for the reference (default ${REPO_ENV}; none: skipped)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="warm JAX runs; the fastest is reported")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "boundary_cpu.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "boundary_cpu.json")
     args = parser.parse_args()
 
-    result: dict = {"benchmark": "boundary", "machine": machine_info(),
+    result: dict = {"benchmark": "boundary",
                     "config": {"n": args.n, "dim": args.dim, "attributes": args.attributes,
                                "noise": list(args.noise), "seed": args.seed,
                                "chosen_num_or_ratio": 0.02, "split_ratio": 0.7},
@@ -146,28 +99,19 @@ def main() -> int:
     result["data_seconds"] = time.perf_counter() - t
     print(f"data: {args.n} x {args.dim} codes, {args.attributes} attributes ({result['data_seconds']:.1f} s)")
 
-    # JAX: the first call compiles; the solver's compile is also timed on its own via lower/compile.
-    splits = [B.split_by_score(None, scores[:, k], seed=args.seed) for k in range(args.attributes)]
-    n_pad = max(2 * s.train_num for s in splits)
-    shapes = (jax.ShapeDtypeStruct((args.n, args.dim), np.float32),
-              jax.ShapeDtypeStruct((args.attributes, n_pad), np.int32),
-              jax.ShapeDtypeStruct((args.attributes, n_pad), np.float32),
-              jax.ShapeDtypeStruct((args.attributes, n_pad), np.float32))
-    t = time.perf_counter()
-    B._fit_batch.lower(*shapes, hess_rows=B._hess_rows(n_pad, args.dim)).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    first = B.train_boundaries(codes, scores, seed=args.seed, solver="jax")
-    first_s = time.perf_counter() - t
-    result["load_average"]["after_first_jax"] = load_average()
-    warm_runs, solver_runs = [], []
-    for _ in range(max(1, args.repeats)):  # the machine may be shared: keep the least disturbed run
-        t = time.perf_counter()
-        trained = B.train_boundaries(codes, scores, seed=args.seed, solver="jax")
-        warm_runs.append(time.perf_counter() - t)
-        solver_runs.append(trained.seconds)
+    # JAX: the first call compiles (its excess over the fastest warm call is the compile); the machine may be
+    # shared, so the fastest of the warm calls is kept.
+    trained_runs = []
+
+    def jax_run() -> None:
+        trained_runs.append(train_boundaries(codes, scores, seed=args.seed, solver="jax"))
+
+    t = interleaved_times({"jax": jax_run}, repeats=max(1, args.repeats), min_seconds=0.0, max_seconds=math.inf)["jax"]
+    first, trained = trained_runs[0], trained_runs[-1]
+    first_s, warm_runs = t["first_s"], t["times"]
     warm_s = min(warm_runs)
-    result["load_average"]["after_warm_jax"] = load_average()
+    compile_s = max(0.0, first_s - warm_s)
+    result["load_average"]["after_jax"] = load_average()
     assert np.allclose(first.boundaries, trained.boundaries, atol=1e-5)
     steps = [r["solver_info"]["newton_steps"] for r in trained.reports]
     result["jax"] = {
@@ -175,11 +119,11 @@ def main() -> int:
         "first_call_s": first_s,
         "warm_call_s": warm_s,
         "warm_call_runs_s": warm_runs,
-        "warm_solver_s": min(solver_runs),
+        "warm_solver_s": min(r.seconds for r in trained_runs[1:]),
         "boundaries_per_s": args.attributes / warm_s,
         "what": "train_boundaries(codes, scores) for all attributes: split, one jitted vmapped solve, "
-                "accuracies; warm = fastest later call (compiled program cached); solver = the part after "
-                "the splits (device transfer, solve, accuracies)",
+                "accuracies; warm = fastest later call (compiled program cached); compile = first call - warm; "
+                "solver = the part after the splits (device transfer, solve, accuracies)",
         "newton_steps": {"min": min(steps), "max": max(steps), "mean": float(np.mean(steps))},
         "all_converged": all(r["solver_info"]["converged"] for r in trained.reports),
         "val_accuracy": {"min": min(r["accuracy"]["val"] for r in trained.reports),
@@ -192,15 +136,17 @@ def main() -> int:
 
     ref_rows = []
     k_ref = max(0, min(args.ref_attributes, args.attributes))
-    if k_ref and not (args.interfacegan_repo / "utils" / "manipulator.py").is_file():
+    if k_ref and args.interfacegan_repo is None:
+        result["notes"].append(f"reference skipped: give --interfacegan-repo or set ${REPO_ENV}")
+        k_ref = 0
+    elif k_ref and not (args.interfacegan_repo / "utils" / "manipulator.py").is_file():
         result["notes"].append(f"reference skipped: no InterFaceGAN checkout at {args.interfacegan_repo}")
         k_ref = 0
     if k_ref:
-        manipulator = import_manipulator(args.interfacegan_repo)
         # Evenly spaced noise quantiles (stratified), not the extremes, so the mean time is representative.
         picks = sorted({int((i + 0.5) * args.attributes / k_ref) for i in range(k_ref)})
         for k in picks:
-            boundary, seconds, acc = run_reference(manipulator, codes, scores[:, k], args.seed)
+            boundary, seconds, acc = run_reference(args.interfacegan_repo, codes, scores[:, k], args.seed)
             ours = trained.reports[k]["accuracy"]
             row = {"attribute": k, "noise": float(noise[k]), "reference_s": seconds,
                    "cosine_jax_vs_reference": float(trained.boundaries[k] @ boundary[0]),
@@ -231,11 +177,7 @@ def main() -> int:
                         "met_time": warm_s <= 40.0 if args.attributes == 40 else None,
                         "met_speedup": result.get("speedup_warm", 0.0) >= 20.0 if k_ref else None}
     result["load_average"]["end"] = load_average()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_results(args.out, result)}")
     return 0
 
 

@@ -12,33 +12,27 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import median_time, write_results  # noqa: E402
+from benchmarks.harness import RESULTS, interleaved_times, write_results  # noqa: E402
+from ifgan_jax import predictors  # noqa: E402
 
 
 def measure(depthwise: str, batch: int, chunk: int | None, repeats: int) -> dict:
     """images/s of the FER predictor with the given depthwise mode and call chunking."""
-    import jax
-
-    from ifgan_jax import predictors
-    from ifgan_jax.models import fer
-
-    predictor = predictors.fer_predictor(fer.load_fer(depthwise=depthwise))
+    predictor = predictors.fer_predictor(predictors.load_fer(depthwise=depthwise))
     images = jax.numpy.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 64, 64, 3)).astype(np.float32))
-    t = time.perf_counter()
-    predictor(images, batch_size=chunk).block_until_ready()
-    compile_s = time.perf_counter() - t
-    seconds = median_time(lambda: predictor(images, batch_size=chunk).block_until_ready(), repeats=repeats)
+    t = interleaved_times({"fer": lambda: predictor(images, batch_size=chunk).block_until_ready()}, repeats=repeats)
+    seconds = t["fer"]["median_s"]
     return {
         "depthwise": depthwise,
         "batch": batch,
         "chunk": chunk,
         "img_per_s": batch / seconds,
         "ms_per_batch": 1e3 * seconds,
-        "compile_s": compile_s,
+        "compile_s": max(0.0, t["fer"]["first_s"] - seconds),
     }
 
 
@@ -49,8 +43,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--name", default="fer_cpu")
     args = parser.parse_args()
-    import flax
-
     chunks = [int(c) or None for c in args.chunks.split(",")]
     rows = []
     for depthwise in ("shifted", "grouped"):
@@ -67,12 +59,10 @@ def main() -> None:
     print(f"shifted / grouped speedup: {best['shifted'] / best['grouped']:.1f}x")
     payload = {
         "benchmark": "FER mini-Xception predictor (preprocess + network), float32, jitted",
-        "flax": flax.__version__,
-        "load_average": os.getloadavg(),  # the host may be shared: a busy machine lowers the figures
         "rows": rows,
         "speedup_shifted_over_grouped": best["shifted"] / best["grouped"],
     }
-    print(f"wrote {write_results(args.name, payload)}")
+    print(f"wrote {write_results(RESULTS / (args.name + '.json'), payload)}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
 Targets are DCGAN images of known codes (seed 2024, a stream no pool or init draws from), quantized to
 uint8 as if read from PNG. Every loop optimizes the same objective for the same number of steps: pixel
 MSE, Adam with NVlabs' lr ramp and the sphere projection, from the same best-of-K codes. Images/s
-excludes compilation; the batch figure includes the best-of-K init. Throughput is timed in interleaved
-rounds (the cores are shared, and load drifts 2x within minutes) at --timing-steps; the quality run
+excludes compilation (each contender's first call is an untimed warm-up); the batch figure includes the
+best-of-K init. Throughput is timed in interleaved rounds (`benchmarks.harness.interleaved_times`: the cores
+are shared, and load drifts 2x within minutes) at --timing-steps; the quality run
 (mean/min PSNR of `invert`'s defaults) runs the full --steps and reports its own rate too.
 """
 
@@ -18,16 +19,19 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine
+from benchmarks.harness import RESULTS, interleaved_times, load_average, write_results
+from benchmarks.references import load_torch_reference
+from ifgan_jax.generator import load_generator
+from ifgan_jax.inversion import check_targets, invert
+from ifgan_jax.inversion_init import initial_codes
+from ifgan_jax.inversion_plan import CPU_MICRO_BATCH, DEFAULT_INIT, DEFAULT_LR
+from ifgan_jax.inversion_solver import LR_RAMPDOWN, LR_RAMPUP
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTES = [
     "Throughput rounds run at --timing-steps (250), not 1000: the per-step cost does not depend on the step "
     "count, and three 1000-step contenders x 3 rounds would take over an hour on these 2 shared cores. "
@@ -38,14 +42,11 @@ NOTES = [
     "max_code_diff_vs_batch compares the per-image loop's codes, made at another shape, with the batch's: "
     "float rounding differs by shape, and hundreds of Adam steps amplify it into a nearby optimum.",
 ]
-RESULTS = ROOT / "benchmarks" / "results" / "invert_cpu.json"
 
 
 def torch_invert_one(net, target_nhwc: np.ndarray, z0: np.ndarray, steps: int, lr: float) -> tuple[np.ndarray, float]:
     """Per-image torch loop: Adam on z, NVlabs' lr ramp, pixel MSE, sphere projection; returns (z, mse)."""
-    import torch
-
-    from ifgan_jax.invert import LR_RAMPDOWN, LR_RAMPUP
+    import torch  # only here: the caller has checked that the torch reference imports
 
     target = torch.from_numpy(np.ascontiguousarray(target_nhwc.transpose(2, 0, 1)[None]))
     radius = math.sqrt(z0.size)
@@ -88,82 +89,67 @@ def main() -> int:
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench_invert", *sys.argv[1:]], env)
     if args.out is None:
         suffix = f"_{args.host_devices}dev" if args.host_devices > 1 else ""
-        args.out = str(RESULTS.with_name(f"invert_cpu{suffix}.json"))
+        args.out = str(RESULTS / f"invert_cpu{suffix}.json")
 
-    import ifgan_jax
-    from ifgan_jax import invert as inv
-
-    G = ifgan_jax.load_generator("dcgan_digiface")
+    G = load_generator("dcgan_digiface")
     z_true = G.sample_latents(seed=2024, start=0, count=args.count)
     targets_u8 = np.asarray(G.synthesize_uint8(z_true))
-    targets = inv.check_targets(G, targets_u8)
-    init, lr = inv.DEFAULT_INIT["z"], inv.DEFAULT_LR["z"]
+    targets = check_targets(G, targets_u8)
+    init, lr = DEFAULT_INIT["z"], DEFAULT_LR["z"]
     k = min(args.per_image, args.count)
-    z0 = inv.initial_codes(G, targets[:k], "z", init, 0)
+    z0 = initial_codes(G, targets[:k], "z", init, 0)
     steps = args.timing_steps
-    report: dict = {"machine": machine(), "notes": NOTES, "load_average_start": os.getloadavg(),
+    report: dict = {"notes": NOTES, "load_average_start": load_average(),
                     "settings": {"count": args.count, "quality_steps": args.steps, "timing_steps": steps,
                                  "rounds": args.rounds, "per_image_count_per_round": k, "init": init, "lr": lr,
-                                 "loss": "pixel MSE", "sphere": True, "micro_batch": inv.CPU_MICRO_BATCH,
+                                 "loss": "pixel MSE", "sphere": True, "micro_batch": CPU_MICRO_BATCH,
                                  "devices": G.num_devices}}
 
     # 1. Throughput: contenders timed round-robin (order reversed every round) so they share the load.
-    def jax_batch() -> tuple[int, float]:
-        res = inv.invert(G, targets_u8, steps=steps, batch_size=args.count)
-        jax_batch.codes = res.codes
-        return args.count, res.timings["run_s"] + res.timings["init_s"]
+    codes: dict[str, np.ndarray] = {}
 
-    def jax_single() -> tuple[int, float]:
-        start = time.perf_counter()
-        jax_single.codes = [inv.invert(G, targets_u8[i : i + 1], steps=steps, batch_size=1, micro_batch=1).codes[0]
-                            for i in range(k)]
-        return k, time.perf_counter() - start
+    def jax_batch() -> None:
+        codes["jax_batch"] = invert(G, targets_u8, steps=steps, batch_size=args.count).codes
+
+    def jax_single() -> None:
+        codes["jax_per_image"] = np.stack([invert(G, targets_u8[i : i + 1], steps=steps, batch_size=1, micro_batch=1)
+                                           .codes[0] for i in range(k)])
 
     contenders = {"jax_batch": jax_batch, "jax_per_image": jax_single}
-    if not args.skip_torch:
-        try:
-            from benchmarks.torch_reference import dcgan_net
-        except ImportError:
-            report["torch_per_image"] = "skipped: torch is not importable in this python"
-        else:
-            net = dcgan_net(device="cpu")  # torch_invert_one keeps its tensors on the CPU
+    images = {"jax_batch": args.count, "jax_per_image": k, "torch_per_image": k}
+    reference, why_not = (None, "--skip-torch") if args.skip_torch else load_torch_reference()
+    if reference is None:
+        report["torch_per_image"] = f"skipped: {why_not}"
+    else:
+        net = reference.dcgan_net(device="cpu")  # torch_invert_one keeps its tensors on the CPU
 
-            def torch_single() -> tuple[int, float]:
-                start = time.perf_counter()
-                torch_single.mse = [torch_invert_one(net, targets[i], z0[i], steps, lr)[1] for i in range(k)]
-                return k, time.perf_counter() - start
+        def torch_single() -> None:
+            for i in range(k):
+                torch_invert_one(net, targets[i], z0[i], steps, lr)
 
-            torch_invert_one(net, targets[0], z0[0], 3, lr)  # warm-up (allocator, oneDNN primitives)
-            contenders["torch_per_image"] = torch_single
-    inv.invert(G, targets_u8[:1], steps=steps, batch_size=1, micro_batch=1)  # compile the batch-1 program untimed
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(args.rounds):
-        order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
-        for name in order:
-            images, seconds = contenders[name]()
-            rates[name].append(images / seconds)
-            print(json.dumps({"round": r, name: images / seconds, "load": os.getloadavg()[0]}), flush=True)
-    for name, values in rates.items():
-        report[name] = {"images_per_s": statistics.median(values), "rounds": [round(v, 5) for v in values],
-                        "ms_per_image_step": 1e3 / (statistics.median(values) * steps)}
-    diff = np.abs(np.stack(jax_single.codes) - jax_batch.codes[:k]).max()
+        contenders["torch_per_image"] = torch_single
+    # Long calls: one per turn, `--rounds` timed rounds after an untimed warm-up call each (the compiles).
+    timings = interleaved_times(contenders, repeats=args.rounds, min_seconds=0.0, max_seconds=math.inf)
+    for name, t in timings.items():
+        rates = [images[name] / seconds for seconds in t["times"]]
+        report[name] = {"images_per_s": images[name] / t["median_s"], "rounds": [round(v, 5) for v in rates],
+                        "ms_per_image_step": 1e3 * t["median_s"] / (images[name] * steps)}
+        print(json.dumps({name: report[name]["images_per_s"], "load": load_average()}), flush=True)
+    diff = np.abs(codes["jax_per_image"] - codes["jax_batch"][:k]).max()
     report["jax_per_image"]["max_code_diff_vs_batch"] = float(diff)
     for name in ("jax_per_image", "torch_per_image"):
         if isinstance(report.get(name), dict):
             report[f"speedup_batch_vs_{name}"] = report["jax_batch"]["images_per_s"] / report[name]["images_per_s"]
 
     # 2. Quality (and a long-run rate) of `invert`'s defaults on all images.
-    res = inv.invert(G, targets_u8, batch_size=args.count, steps=args.steps)
+    res = invert(G, targets_u8, batch_size=args.count, steps=args.steps)
     run_s = res.timings["run_s"] + res.timings["init_s"]
     report["quality"] = {"steps": args.steps, "mean_psnr": float(res.psnr.mean()), "min_psnr": float(res.psnr.min()),
                          "median_psnr": float(np.median(res.psnr)), "images_per_s": args.count / run_s,
                          "compile_s": res.timings["compile_s"], "psnr": [round(float(p), 2) for p in res.psnr]}
     print(json.dumps({"quality": report["quality"]}), flush=True)
-    report["load_average_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    report["load_average_end"] = load_average()
+    print(f"wrote {write_results(Path(args.out), report)}", file=sys.stderr)
     return 0
 
 

