@@ -261,25 +261,6 @@ def test_train_boundaries_input_errors():
         B.train_boundary(codes, scores)
 
 
-def test_linear_boundary_estimator():
-    codes, scores, dirs = synthetic(2000, 16, 1, 0.3, seed=9)
-    est = B.LinearBoundary(chosen_num_or_ratio=CHOSEN, solver="jax").fit(codes, scores[:, 0])
-    assert est.boundary_.shape == (1, 16) and isinstance(est.report_, dict)
-    dec = est.decision_function(codes)
-    assert dec.shape == (2000,)
-    assert np.corrcoef(dec, scores[:, 0])[0, 1] > 0.9  # high decision values for high scores
-    assert est.score(codes, scores[:, 0]) >= 0.98
-    assert est.get_params()["solver"] == "jax"
-    with pytest.raises(InputError, match="16"):
-        est.decision_function(codes[:, :8])
-    with pytest.raises(InputError, match="not fitted"):
-        B.LinearBoundary().decision_function(codes)
-    two = B.LinearBoundary(chosen_num_or_ratio=CHOSEN, solver="jax").fit(codes, np.c_[scores, -scores])
-    assert two.boundary_.shape == (2, 16) and two.decision_function(codes).shape == (2000, 2)
-    assert len(two.report_) == 2
-    assert cosine(two.boundary_[0], two.boundary_[1]) < -0.95  # the negated score flips the boundary
-
-
 # -- projection ----------------------------------------------------------------------------------------------
 
 

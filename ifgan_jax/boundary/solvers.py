@@ -1,9 +1,6 @@
-"""Semantic boundaries: InterFaceGAN's top/bottom split, linear SVMs (one per attribute), projection, I/O.
+"""The two solvers for InterFaceGAN's boundary SVM: scikit-learn's SVC (the reference) and a batched JAX one.
 
-`train_boundary` follows InterFaceGAN's `utils/manipulator.py::train_boundary`: rows are sorted by score,
-the top K are positives and the bottom K negatives, each split into train/val, a linear SVM with C=1 and an
-intercept is fit on the training rows, and its normal (intercept dropped) scaled to unit length is the
-boundary. Two solvers give the same hyperplane:
+Both fit a linear SVM with C=1 and an intercept on a `Split`'s training rows and give the same hyperplane:
 
 * ``"svc"``: scikit-learn's ``SVC(kernel="linear", C=1)``, exactly what InterFaceGAN runs;
 * ``"jax"``: a batched primal solver for the same objective, all attributes in one jitted program
@@ -22,33 +19,16 @@ float32; Jacobi-scaled Cholesky keeps the Newton systems accurate.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import os
-import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifgan_jax.errors import InputError
-from ifgan_jax.files import atomic_save_npy
+from ifgan_jax.boundary.selection import Split
 
-__all__ = [
-    "BoundaryResult",
-    "LinearBoundary",
-    "Split",
-    "TrainedBoundaries",
-    "load_boundary",
-    "project_boundary",
-    "save_boundary",
-    "split_by_score",
-    "train_boundaries",
-    "train_boundary",
-]
+__all__ = ["SOLVERS", "SVM_C", "decision_all", "fit_jax", "fit_svc"]
 
 SOLVERS = ("jax", "svc")
 SVM_C = 1.0  # InterFaceGAN uses sklearn's default C=1 on raw codes
@@ -61,142 +41,6 @@ _TAUS = (0.3, 0.1, 0.03, 0.01, 0.003)
 # last stage is solved tightly.
 _STAGE_TOL = (1e-2, 1e-2, 1e-2, 1e-2, 1e-5)
 _STAGE_MAXIT = (40, 20, 20, 20, 30)
-
-
-# -- data selection ----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """InterFaceGAN's selection for one attribute, as row indices into the caller's `codes`.
-
-    Training rows are the positive rows then the negative rows (labels 1 then 0), in the order InterFaceGAN
-    feeds them to the SVM; the same holds for validation rows. Remaining rows are labelled 1 where their
-    score is >= (max + min) / 2 of the valid scores.
-    """
-
-    train_idx: np.ndarray
-    train_labels: np.ndarray
-    val_idx: np.ndarray
-    val_labels: np.ndarray
-    remaining_idx: np.ndarray
-    remaining_labels: np.ndarray
-    chosen_num: int
-    train_num: int
-    val_num: int
-    num_samples: int
-    num_invalid: int
-    num_nonfinite: int
-
-    def counts(self) -> dict[str, int]:
-        """Counts for reports: rows used for train/val/remaining and rows dropped."""
-        return {
-            "total": self.num_samples,
-            "valid": self.num_samples - self.num_invalid - self.num_nonfinite,
-            "chosen_per_class": self.chosen_num,
-            "train": int(self.train_idx.size),
-            "val": int(self.val_idx.size),
-            "remaining": int(self.remaining_idx.size),
-            "invalid": self.num_invalid,
-            "nonfinite": self.num_nonfinite,
-        }
-
-
-def _chosen_num(num_valid: int, chosen_num_or_ratio: float) -> int:
-    # InterFaceGAN: a ratio when in (0, 1], else a count; never more than half of the valid rows per class.
-    if 0 < chosen_num_or_ratio <= 1:
-        chosen = int(num_valid * chosen_num_or_ratio)
-    else:
-        chosen = int(chosen_num_or_ratio)
-    return min(chosen, num_valid // 2)
-
-
-def _check_split_args(chosen_num_or_ratio: float, split_ratio: float, seed: int | None = None) -> None:
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32):
-        raise InputError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    if not np.isfinite(chosen_num_or_ratio) or chosen_num_or_ratio <= 0:
-        raise InputError(f"chosen_num_or_ratio must be positive, got {chosen_num_or_ratio}")
-    if not np.isfinite(split_ratio) or not 0 < split_ratio <= 1:
-        raise InputError(f"split_ratio must be in (0, 1], got {split_ratio}")
-
-
-def split_by_score(
-    codes: np.ndarray | None,
-    scores: np.ndarray,
-    chosen_num_or_ratio: float = 0.02,
-    split_ratio: float = 0.7,
-    invalid_value: float | None = None,
-    seed: int | None = 0,
-) -> Split:
-    """InterFaceGAN's top/bottom-K selection for one attribute; `scores` is (N,) or (N, 1).
-
-    Rows whose score equals `invalid_value`, and always rows with a non-finite score, are dropped first.
-    InterFaceGAN shuffles with the global `np.random`; here `np.random.RandomState(seed)` shuffles the
-    positives then the negatives, which is the same permutation InterFaceGAN draws after `np.random.seed(seed)`.
-    `codes` (or None) is only used to check that N matches.
-    """
-    s = np.asarray(scores)
-    if s.ndim == 2 and s.shape[1] == 1:
-        s = s[:, 0]
-    if s.ndim != 1:
-        raise InputError(f"scores must have shape (N,) or (N, 1) for one attribute, got {s.shape}")
-    if codes is not None and np.shape(codes)[0] != s.shape[0]:
-        raise InputError(f"codes have N={np.shape(codes)[0]} rows but scores have N={s.shape[0]}")
-    if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
-        raise InputError(f"scores must be real numbers, got dtype {s.dtype}")
-    _check_split_args(chosen_num_or_ratio, split_ratio, seed)
-    n_total = s.shape[0]
-    finite = np.isfinite(s)
-    keep = finite.copy()
-    num_invalid = 0
-    if invalid_value is not None:
-        is_invalid = finite & (s == invalid_value)
-        num_invalid = int(is_invalid.sum())
-        keep &= ~is_invalid
-    num_nonfinite = int(n_total - finite.sum())
-    rows = np.flatnonzero(keep)
-    valid_scores = s[rows]
-    # Same call as InterFaceGAN (argsort of an (N, 1) column, reversed) so ties land in the same order.
-    order = np.argsort(valid_scores[:, None], axis=0)[::-1, 0]
-    rows, sorted_scores = rows[order], valid_scores[order]
-    n = rows.size
-    chosen = _chosen_num(n, chosen_num_or_ratio)
-    train_num = int(chosen * split_ratio)
-    if chosen < 1 or train_num < 1:
-        raise InputError(
-            f"too few valid samples: {n} valid scores (of {n_total}; {num_invalid} invalid, {num_nonfinite} "
-            f"non-finite) give {chosen} per class and {train_num} training rows per class with "
-            f"chosen_num_or_ratio={chosen_num_or_ratio}, split_ratio={split_ratio}; need at least 1")
-    if sorted_scores[0] == sorted_scores[-1]:
-        raise InputError(f"scores have zero variance over the {n} valid rows (all {sorted_scores[0]})")
-    val_num = chosen - train_num
-    rng = np.random.RandomState(seed) if seed is not None else np.random.RandomState()
-    pos_perm = np.arange(chosen)
-    rng.shuffle(pos_perm)
-    neg_perm = np.arange(chosen)
-    rng.shuffle(neg_perm)
-    pos_rows, neg_rows = rows[:chosen][pos_perm], rows[n - chosen:][neg_perm]
-    train_idx = np.concatenate([pos_rows[:train_num], neg_rows[:train_num]])
-    val_idx = np.concatenate([pos_rows[train_num:], neg_rows[train_num:]])
-    remaining_idx = rows[chosen:n - chosen]
-    # InterFaceGAN's threshold: midpoint of the highest and lowest valid score, in the scores' own dtype.
-    decision = (sorted_scores[0] + sorted_scores[-1]) / 2
-    remaining_labels = np.ones(remaining_idx.size, dtype=np.int64)
-    remaining_labels[sorted_scores[chosen:n - chosen] < decision] = 0
-    return Split(
-        train_idx=train_idx,
-        train_labels=np.r_[np.ones(train_num, np.int64), np.zeros(train_num, np.int64)],
-        val_idx=val_idx,
-        val_labels=np.r_[np.ones(val_num, np.int64), np.zeros(val_num, np.int64)],
-        remaining_idx=remaining_idx,
-        remaining_labels=remaining_labels,
-        chosen_num=chosen,
-        train_num=train_num,
-        val_num=val_num,
-        num_samples=n_total,
-        num_invalid=num_invalid,
-        num_nonfinite=num_nonfinite,
-    )
 
 
 # -- the batched JAX solver --------------------------------------------------------------------------------
@@ -397,7 +241,7 @@ def _single_threaded_lapack() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _fit_jax(x_all: jax.Array, splits: list[Split]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def fit_jax(x_all: jax.Array, splits: list[Split]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Fit every split in one jitted, vmapped program; returns W (A, D), b (A,) and per-attribute info."""
     n_pad = max(2 * sp.train_num for sp in splits)
     a = len(splits)
@@ -418,342 +262,20 @@ def _fit_jax(x_all: jax.Array, splits: list[Split]) -> tuple[np.ndarray, np.ndar
     return w, b, info
 
 
-# -- training ----------------------------------------------------------------------------------------------
+@jax.jit
+def decision_all(x_all: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """Decision values (N, A) of A hyperplanes (w (A, D), b (A,)) on every code, in the codes' dtype."""
+    return x_all @ w.T.astype(x_all.dtype) + b.astype(x_all.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class BoundaryResult:
-    """One attribute's boundary (1, D) float32 unit normal towards high scores, raw SVM, split and report."""
-
-    boundary: np.ndarray
-    coef: np.ndarray
-    intercept: float
-    split: Split
-    report: dict[str, Any]
+# -- the scikit-learn reference ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainedBoundaries:
-    """K attributes trained together: `boundaries` (K, D) float32, raw `coefs` (K, D), `intercepts` (K,)."""
-
-    boundaries: np.ndarray
-    coefs: np.ndarray
-    intercepts: np.ndarray
-    splits: tuple[Split, ...]
-    reports: tuple[dict[str, Any], ...]
-    seconds: float
-
-    def __len__(self) -> int:
-        return self.boundaries.shape[0]
-
-    def __getitem__(self, k: int) -> BoundaryResult:
-        return BoundaryResult(self.boundaries[k : k + 1], self.coefs[k], float(self.intercepts[k]),
-                              self.splits[k], self.reports[k])
-
-
-def _flatten_codes(codes: Any) -> np.ndarray:
-    """Codes (N, D) or W+ (N, L, d) -> (N, D) real array, checked finite."""
-    if isinstance(codes, jax.Array):
-        codes = np.asarray(codes)
-    if not isinstance(codes, np.ndarray):
-        raise InputError(f"codes must be a numpy array of shape (N, d) or (N, L, d), got {type(codes).__name__}")
-    if codes.ndim not in (2, 3):
-        raise InputError(f"codes must have shape (N, d) or W+ (N, L, d), got {codes.shape}")
-    if not np.issubdtype(codes.dtype, np.floating):
-        if not np.issubdtype(codes.dtype, np.integer):
-            raise InputError(f"codes must be real numbers, got dtype {codes.dtype}")
-        codes = codes.astype(np.float32)
-    flat = codes.reshape(codes.shape[0], -1)
-    if flat.shape[0] < 2 or flat.shape[1] < 1:
-        raise InputError(f"codes need at least 2 rows and 1 dimension, got {codes.shape}")
-    bad = ~np.isfinite(flat).all(axis=1)
-    if bad.any():
-        raise InputError(f"codes contain non-finite values in {int(bad.sum())} rows (first: row "
-                         f"{int(np.flatnonzero(bad)[0])}); remove them or their scores")
-    return flat
-
-
-def _scores_2d(scores: Any, n: int) -> np.ndarray:
-    s = np.asarray(scores)
-    if s.ndim == 1:
-        s = s[:, None]
-    if s.ndim != 2 or s.shape[1] < 1:
-        raise InputError(f"scores must have shape (N,) or (N, K), got {s.shape}")
-    if s.shape[0] != n:
-        raise InputError(f"codes have N={n} rows but scores have N={s.shape[0]}; they must match")
-    if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
-        raise InputError(f"scores must be real numbers, got dtype {s.dtype}")
-    return s
-
-
-def _decision_f64(codes: np.ndarray, rows: np.ndarray, w: np.ndarray, b: float, chunk: int = 65536) -> np.ndarray:
-    """w . x + b in float64 for codes[rows], chunked so float32 codes are never upcast all at once."""
-    w = np.asarray(w, np.float64)
-    out = np.empty(rows.size, np.float64)
-    for start in range(0, rows.size, chunk):
-        part = rows[start : start + chunk]
-        out[start : start + part.size] = codes[part] @ w + b
-    return out
-
-
-def _accuracy(decision: np.ndarray, labels: np.ndarray) -> float | None:
-    # sklearn's SVC.predict picks class 1 only for a strictly positive decision value.
-    return float(np.mean((decision > 0) == (labels == 1))) if labels.size else None
-
-
-def _unit_boundary(coef: np.ndarray) -> np.ndarray:
-    # InterFaceGAN: reshape to (1, D), cast to float32, divide by its norm.
-    a = np.asarray(coef).reshape(1, -1).astype(np.float32)
-    norm = np.linalg.norm(a)
-    if not np.isfinite(norm) or norm == 0:
-        raise InputError("the SVM returned a zero or non-finite normal; the classes may be identical")
-    return a / norm
-
-
-def _fit_svc(codes: np.ndarray, split: Split) -> tuple[np.ndarray, float, dict[str, Any]]:
-    from sklearn import svm
+def fit_svc(codes: np.ndarray, split: Split) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """InterFaceGAN's own fit: sklearn's SVC(kernel="linear", C=1) on the split's training rows; w, b, info."""
+    from sklearn import svm  # imported only when this solver is chosen (scikit-learn is slow to import)
 
     clf = svm.SVC(kernel="linear", C=SVM_C)
     clf.fit(codes[split.train_idx], split.train_labels)
     return clf.coef_.reshape(-1), float(clf.intercept_[0]), {"n_support": [int(v) for v in clf.n_support_]}
 
-
-def train_boundaries(
-    codes: np.ndarray,
-    scores: np.ndarray,
-    *,
-    chosen_num_or_ratio: float = 0.02,
-    split_ratio: float = 0.7,
-    invalid_value: float | None = None,
-    solver: str = "jax",
-    seed: int | None = 0,
-    attribute_batch: int | None = None,
-    names: Sequence[str] | None = None,
-) -> TrainedBoundaries:
-    """One boundary per column of `scores` (N, K) (or (N,)); with solver="jax" all columns in one program.
-
-    Codes may be (N, d) or W+ (N, L, d), flattened to (N, L*d) as InterFaceGAN users do. Every attribute
-    gets its own `np.random.RandomState(seed)` for the train/val shuffle (InterFaceGAN after
-    `np.random.seed(seed)`). `attribute_batch` caps how many attributes share one program (memory);
-    `names` label the columns in error messages.
-    """
-    if solver not in SOLVERS:
-        raise InputError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if attribute_batch is not None and attribute_batch < 1:
-        raise InputError(f"attribute_batch must be >= 1, got {attribute_batch}")
-    flat = _flatten_codes(codes)
-    s2 = _scores_2d(scores, flat.shape[0])
-    if names is not None and len(names) != s2.shape[1]:
-        raise InputError(f"{len(names)} attribute names for {s2.shape[1]} score columns")
-    splits = []
-    for k in range(s2.shape[1]):
-        try:
-            splits.append(split_by_score(None, s2[:, k], chosen_num_or_ratio, split_ratio, invalid_value, seed))
-        except InputError as err:
-            label = f"attribute {names[k]!r} (column {k})" if names is not None else f"attribute {k}"
-            raise InputError(f"{label}: {err}") from None
-    t0 = time.perf_counter()
-    a, dim = len(splits), flat.shape[1]
-    coefs = np.zeros((a, dim), np.float64)
-    intercepts = np.zeros(a, np.float64)
-    infos: list[dict[str, Any]] = []
-    accs: list[dict[str, float | None]] = []
-    if solver == "svc":
-        for sp in splits:
-            w, b, info = _fit_svc(flat, sp)
-            coefs[len(infos)], intercepts[len(infos)] = w, b
-            infos.append(info)
-            accs.append({name: _accuracy(_decision_f64(flat, idx, w, b), labels) for name, idx, labels in (
-                ("train", sp.train_idx, sp.train_labels), ("val", sp.val_idx, sp.val_labels),
-                ("remaining", sp.remaining_idx, sp.remaining_labels))})
-    else:
-        x_all = jnp.asarray(flat, dtype=jnp.float32)
-        step = attribute_batch or a
-        for start in range(0, a, step):
-            part = splits[start : start + step]
-            w, b, info = _fit_jax(x_all, part)
-            coefs[start : start + len(part)], intercepts[start : start + len(part)] = w, b
-            infos.extend(info)
-            # One (N, A) product on device gives every attribute's decision values for its accuracies.
-            dec = np.asarray(_decision_all(x_all, jnp.asarray(w), jnp.asarray(b)))
-            for k, sp in enumerate(part):
-                accs.append({name: _accuracy(dec[idx, k], labels) for name, idx, labels in (
-                    ("train", sp.train_idx, sp.train_labels), ("val", sp.val_idx, sp.val_labels),
-                    ("remaining", sp.remaining_idx, sp.remaining_labels))})
-    seconds = time.perf_counter() - t0
-    boundaries = np.concatenate([_unit_boundary(c) for c in coefs]) if a else np.zeros((0, dim), np.float32)
-    reports = tuple({
-        "counts": sp.counts(),
-        "accuracy": acc,
-        "solver": solver,
-        "solver_info": info,
-        "intercept": float(intercepts[k]),
-        "weight_norm": float(np.linalg.norm(coefs[k])),
-        "seed": seed,
-        "chosen_num_or_ratio": chosen_num_or_ratio,
-        "split_ratio": split_ratio,
-        "invalid_value": invalid_value,
-    } for k, (sp, acc, info) in enumerate(zip(splits, accs, infos, strict=True)))
-    return TrainedBoundaries(boundaries, coefs, intercepts, tuple(splits), reports, seconds)
-
-
-@jax.jit
-def _decision_all(x_all: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    return x_all @ w.T.astype(x_all.dtype) + b.astype(x_all.dtype)
-
-
-def train_boundary(
-    codes: np.ndarray,
-    scores: np.ndarray,
-    *,
-    chosen_num_or_ratio: float = 0.02,
-    split_ratio: float = 0.7,
-    invalid_value: float | None = None,
-    solver: str = "jax",
-    seed: int | None = 0,
-) -> BoundaryResult:
-    """InterFaceGAN's train_boundary for one attribute; `scores` is (N,) or (N, 1), boundary is (1, D)."""
-    s = np.asarray(scores)
-    if s.ndim == 2 and s.shape[1] != 1 or s.ndim not in (1, 2):
-        raise InputError(f"scores must have shape (N,) or (N, 1) for one attribute, got {s.shape}; "
-                         f"use train_boundaries for (N, K)")
-    return train_boundaries(codes, s, chosen_num_or_ratio=chosen_num_or_ratio, split_ratio=split_ratio,
-                            invalid_value=invalid_value, solver=solver, seed=seed)[0]
-
-
-class LinearBoundary:
-    """scikit-learn-style estimator around `train_boundaries`: fit, decision_function, score."""
-
-    def __init__(self, chosen_num_or_ratio: float = 0.02, split_ratio: float = 0.7,
-                 invalid_value: float | None = None, solver: str = "jax", seed: int | None = 0) -> None:
-        self.chosen_num_or_ratio = chosen_num_or_ratio
-        self.split_ratio = split_ratio
-        self.invalid_value = invalid_value
-        self.solver = solver
-        self.seed = seed
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters, as scikit-learn estimators report them."""
-        return {"chosen_num_or_ratio": self.chosen_num_or_ratio, "split_ratio": self.split_ratio,
-                "invalid_value": self.invalid_value, "solver": self.solver, "seed": self.seed}
-
-    def set_params(self, **params: Any) -> LinearBoundary:
-        """Set constructor parameters; unknown names raise InputError."""
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise InputError(f"unknown parameter {key!r} for LinearBoundary")
-            setattr(self, key, value)
-        return self
-
-    def fit(self, codes: np.ndarray, scores: np.ndarray) -> LinearBoundary:
-        """Train on codes (N, d) or (N, L, d) and scores (N,) or (N, K)."""
-        trained = train_boundaries(codes, scores, chosen_num_or_ratio=self.chosen_num_or_ratio,
-                                   split_ratio=self.split_ratio, invalid_value=self.invalid_value,
-                                   solver=self.solver, seed=self.seed)
-        self._single = np.ndim(scores) == 1
-        self.boundary_ = trained.boundaries
-        self.coef_ = trained.coefs
-        self.intercept_ = trained.intercepts
-        self.report_ = trained.reports[0] if self._single else list(trained.reports)
-        self.n_features_in_ = trained.boundaries.shape[1]
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise InputError("LinearBoundary is not fitted yet; call fit(codes, scores) first")
-
-    def decision_function(self, codes: np.ndarray) -> np.ndarray:
-        """Raw SVM values w . x + b: (N,) after fitting (N,) scores, else (N, K)."""
-        self._check_fitted()
-        flat = _flatten_codes(np.asarray(codes))
-        if flat.shape[1] != self.n_features_in_:
-            raise InputError(f"codes have {flat.shape[1]} dims (flattened), the boundary has {self.n_features_in_}")
-        out = np.empty((flat.shape[0], self.coef_.shape[0]), np.float64)
-        for start in range(0, flat.shape[0], 65536):  # float64 products without a float64 copy of all codes
-            out[start : start + 65536] = flat[start : start + 65536].astype(np.float64) @ self.coef_.T
-        out += self.intercept_
-        return out[:, 0] if self._single else out
-
-    def score(self, codes: np.ndarray, scores: np.ndarray) -> float:
-        """Accuracy on the top/bottom-K rows of (codes, scores) chosen as in training (mean over attributes)."""
-        self._check_fitted()
-        dec = self.decision_function(codes)
-        dec = dec[:, None] if dec.ndim == 1 else dec
-        s2 = _scores_2d(scores, dec.shape[0])
-        if s2.shape[1] != dec.shape[1]:
-            raise InputError(f"scores have {s2.shape[1]} columns, the estimator was fit on {dec.shape[1]}")
-        accs = []
-        for k in range(s2.shape[1]):
-            sp = split_by_score(None, s2[:, k], self.chosen_num_or_ratio, 1.0, self.invalid_value, self.seed)
-            accs.append(_accuracy(dec[sp.train_idx, k], sp.train_labels))
-        return float(np.mean(accs))
-
-
-# -- conditional boundaries and files ----------------------------------------------------------------------
-
-
-def _as_row(b: Any, what: str) -> np.ndarray:
-    arr = np.asarray(b)
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 1 or arr.size == 0:
-        raise InputError(f"{what} must have shape (1, d) or (d,), got {np.shape(b)}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise InputError(f"{what} must be real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{what} contains non-finite values")
-    if not np.any(arr):
-        raise InputError(f"{what} is all zeros")
-    return arr
-
-
-def project_boundary(primal: np.ndarray, *conditions: np.ndarray) -> np.ndarray:
-    """Primal made orthogonal to every condition (projection onto their orthogonal complement), unit norm.
-
-    Computed in float64 via QR of the conditions, so any number of conditions, unit-norm or not, works;
-    returns (1, d) float64. With unit-norm conditions it equals InterFaceGAN's closed forms.
-    """
-    p = _as_row(primal, "primal boundary")
-    if not conditions:
-        return (p / np.linalg.norm(p))[None]
-    conds = [_as_row(c, f"condition boundary {i}") for i, c in enumerate(conditions)]
-    for i, c in enumerate(conds):
-        if c.size != p.size:
-            raise InputError(f"condition boundary {i} has dim {c.size}, the primal boundary has dim {p.size}")
-    mat = np.stack(conds, axis=1)  # (d, k)
-    if mat.shape[1] > p.size:
-        raise InputError(f"{mat.shape[1]} conditions in {p.size} dims are linearly dependent")
-    q, r = np.linalg.qr(mat / np.linalg.norm(mat, axis=0))
-    if np.min(np.abs(np.diag(r))) < 1e-10:
-        raise InputError("condition boundaries are linearly dependent (rank deficient); drop the redundant ones")
-    new = p - q @ (q.T @ p)
-    norm = np.linalg.norm(new)
-    if norm < 1e-10 * np.linalg.norm(p):
-        raise InputError("primal boundary lies in the span of the conditions; its projection is zero")
-    return (new / norm)[None]
-
-
-def save_boundary(path: str | os.PathLike, boundary: np.ndarray, dtype: Any = np.float32) -> Path:
-    """Write a (1, d) boundary .npy atomically (temp file in the same folder, then rename); returns the path."""
-    row = _as_row(boundary, "boundary")[None].astype(dtype)
-    path = Path(path)
-    if path.suffix != ".npy":
-        raise InputError(f"boundary path must end in .npy, got {path}")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist")
-    atomic_save_npy(path, row)
-    return path
-
-
-def load_boundary(path: str | os.PathLike) -> np.ndarray:
-    """Read a boundary .npy as (1, d), checking shape (1, d) or (d,), finite and nonzero; dtype kept."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"boundary file {path} does not exist")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"cannot read boundary file {path}: {err}") from None
-    _as_row(arr, f"boundary {path.name}")
-    return arr.reshape(1, -1)
