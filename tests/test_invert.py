@@ -3,6 +3,7 @@ StyleGAN W/W+ and noise, and the resumable `run.py invert` CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -21,8 +22,9 @@ from PIL import Image
 
 import ifgan_jax
 from ifgan_jax import images as imgs
-from ifgan_jax import invert as inv
+from ifgan_jax import inversion as inv
 from ifgan_jax.errors import InputError
+from ifgan_jax.models import vgg16 as vggm
 
 HERE = FIXTURES / "invert"
 FACES = HERE / "faces"
@@ -116,14 +118,14 @@ def test_vgg16_conversion_matches_torch():
     ref = np.load(HERE / "vgg16_tiny_ref.npz")
     vgg = inv.load_vgg16(HERE / "vgg16_tiny.pth")
     assert not vgg.has_lin
-    feats = inv.vgg16_features(vgg.params, jnp.asarray(ref["x"]))
+    feats = vggm.vgg16_features(vgg.params, jnp.asarray(ref["x"]))
     for k, f in enumerate(feats):
         np.testing.assert_allclose(np.asarray(f), ref[f"feat{k}"], atol=1e-5, rtol=1e-4)
-    fx, fy = (inv.lpips_features(vgg.params, jnp.asarray(ref[k])) for k in ("x", "y"))
-    np.testing.assert_allclose(np.asarray(inv.lpips_distance(vgg.params, fx, fy)), ref["plain"], rtol=1e-5)
+    fx, fy = (vggm.lpips_features(vgg.params, jnp.asarray(ref[k])) for k in ("x", "y"))
+    np.testing.assert_allclose(np.asarray(vggm.lpips_distance(vgg.params, fx, fy)), ref["plain"], rtol=1e-5)
     headed = inv.load_vgg16(HERE / "vgg16_tiny.pth", HERE / "lpips_lin_tiny.pth")
     assert headed.has_lin
-    np.testing.assert_allclose(np.asarray(inv.lpips_distance(headed.params, fx, fy)), ref["headed"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(vggm.lpips_distance(headed.params, fx, fy)), ref["headed"], rtol=1e-5)
 
 
 def test_vgg16_bad_files(tmp_path):
@@ -225,14 +227,41 @@ def test_optimizer_loss_and_argument_checks(dcgan, targets):
 
 
 @needs_dcgan
+def test_plan_is_built_once_and_passed(dcgan, targets):
+    plan = inv.make_plan(dcgan, steps=5, init="best-of-16", seed=2, batch_size=4)
+    assert (plan.space, plan.steps, plan.lr, plan.init, plan.seed, plan.batch_size) == ("z", 5, 0.1, "best-of-16", 2, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.steps = 6
+    by_plan = inv.invert(dcgan, targets[:2], plan)
+    by_settings = inv.invert(dcgan, targets[:2], steps=5, init="best-of-16", seed=2, batch_size=4)
+    np.testing.assert_array_equal(by_plan.codes, by_settings.codes)
+    assert by_plan.init == "best-of-16" and (by_plan.steps == 5).all()
+    with pytest.raises(InputError, match="not both"):
+        inv.invert(dcgan, targets[:1], plan=plan, steps=6)
+    lpips_plan = inv.make_plan(dcgan, vgg16=inv.load_vgg16(HERE / "vgg16_tiny.pth"))
+    assert lpips_plan.loss == "mse+lpips"
+    with pytest.raises(InputError, match="needs VGG16 weights"):  # the plan's loss needs them at run time too
+        inv.invert(dcgan, targets[:1], plan=lpips_plan)
+    # The `invert` command names its flags; the library its keywords.
+    for kwargs, cli, library in [(dict(steps=0), "--steps must be >= 1", "steps must be >= 1"),
+                                 (dict(batch_size=0), "--batch-size must be >= 1", "batch size must be >= 1"),
+                                 (dict(seed=2**32), "--seed must be in", "seed must be in"),
+                                 (dict(lr=-1.0), "--lr must be a positive", "lr must be a positive")]:
+        with pytest.raises(InputError, match=f"^{cli}"):
+            inv.make_plan(dcgan, cli_names=True, **kwargs)
+        with pytest.raises(InputError, match=f"^{library}"):
+            inv.make_plan(dcgan, **kwargs)
+
+
+@needs_dcgan
 def test_perceptual_loss_plumbing(dcgan, targets):
     vgg = inv.load_vgg16(HERE / "vgg16_tiny.pth", HERE / "lpips_lin_tiny.pth")
     res = inv.invert(dcgan, targets[:2], steps=15, vgg16=vgg, init="best-of-16", perceptual_weight=0.5)
     assert np.isfinite(res.loss).all() and (res.steps == 15).all()
     t = inv.check_targets(dcgan, targets[:2])
-    fr = inv.lpips_features(vgg.params, jnp.asarray(res.reconstructions))
-    ft = inv.lpips_features(vgg.params, jnp.asarray(t))
-    expected = res.mse + 0.5 * np.asarray(inv.lpips_distance(vgg.params, fr, ft))
+    fr = vggm.lpips_features(vgg.params, jnp.asarray(res.reconstructions))
+    ft = vggm.lpips_features(vgg.params, jnp.asarray(t))
+    expected = res.mse + 0.5 * np.asarray(vggm.lpips_distance(vgg.params, fr, ft))
     np.testing.assert_allclose(res.loss, expected, rtol=1e-4)
 
 
@@ -241,7 +270,7 @@ def test_four_devices_match_one(dcgan, targets, tmp_path):
     np.save(tmp_path / "t.npy", targets[:6])
     script = textwrap.dedent(f"""
         import numpy as np, ifgan_jax
-        from ifgan_jax.invert import invert
+        from ifgan_jax.inversion import invert
         G = ifgan_jax.load_generator("dcgan_digiface")
         assert G.num_devices == 4
         r = invert(G, np.load(r"{tmp_path / 't.npy'}"), steps=20, init="random", initial_noise=0.05)

@@ -39,19 +39,3 @@ def process_options(args: argparse.Namespace) -> dict[str, Any]:
     """The job keywords of add_process_args."""
     return {"coordinator": args.coordinator, "num_processes": args.num_processes, "process_id": args.process_id}
 
-
-# Transitional (removed once every subcommand calls its job): -------------------------------------------
-from ifgan_jax.files import load_npy  # noqa: E402,F401
-
-
-def load_generator_from_args(args: argparse.Namespace):  # pragma: no cover - transitional
-    from ifgan_jax.generator import load_generator
-
-    return load_generator(args.model, weights=args.weights, micro_batch=args.micro_batch, devices=args.devices)
-
-
-def start_processes(args: argparse.Namespace):  # pragma: no cover - transitional
-    from ifgan_jax.jobs.multiprocess import initialize
-
-    info = initialize(args.coordinator, args.num_processes, args.process_id)
-    return info if info.num_processes > 1 else None

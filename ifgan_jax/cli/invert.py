@@ -1,14 +1,10 @@
-"""`invert`: latent codes for real images (GAN inversion), resumable per batch (see ifgan_jax/invert_run.py)."""
+"""`invert`: latent codes for real images (GAN inversion), resumable per batch (see ifgan_jax/jobs/invert.py)."""
 
 from __future__ import annotations
 
 import argparse
-import math
-from pathlib import Path
 
-import numpy as np
-
-from ifgan_jax.cli.common import add_model_args, add_process_args, load_generator_from_args, start_processes
+from ifgan_jax.cli.common import add_model_args, add_process_args, model_options, process_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,56 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax import invert as inv
-    from ifgan_jax import invert_run
-    from ifgan_jax.errors import InputError
-    from ifgan_jax.images import load_images
+    from ifgan_jax.jobs import invert
 
-    if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be >= 1, got {args.steps}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.seed < 2**32:
-        raise InputError(f"--seed must be in [0, 2**32), got {args.seed}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise InputError(f"--lr must be a positive number, got {args.lr}")
-    init = args.init or inv.DEFAULT_INIT[args.space]
-    inv.parse_init(init)
-    if not Path(args.images).exists():
-        raise InputError(f"image source {args.images} does not exist")
-    if args.lpips_lin and not args.vgg16:
-        raise InputError("--lpips-lin needs --vgg16")
-
-    info = start_processes(args)  # before any JAX work
-    G = load_generator_from_args(args)
-    vgg = inv.load_vgg16(args.vgg16, args.lpips_lin) if args.vgg16 else None
-    plan = inv.make_plan(G, args.space, steps=args.steps, lr=args.lr, vgg16=vgg,
-                         perceptual_weight=args.perceptual_weight, optimize_noise=args.optimize_noise,
-                         micro_batch=args.micro_batch)
-    loaded = load_images(args.images, G.resolution, crop=not args.no_crop)
-    if len(loaded) == 0:
-        reasons = "; ".join(f"{f['source']}: {f['reason']}" for f in loaded.failures[:3])
-        raise InputError(f"no usable images in {args.images} ({len(loaded.failures)} failed: {reasons})")
-    identity = invert_run.run_identity(G, plan, loaded, init=init, seed=args.seed, crop=not args.no_crop,
-                                       batch_size=args.batch_size, vgg16_path=args.vgg16,
-                                       lpips_lin_path=args.lpips_lin, with_vgg=vgg is not None)
-    out = Path(args.out)
-    options = {"init": init, "seed": args.seed, "vgg": vgg, "overwrite": args.overwrite,
-               "show_progress": not args.quiet}
-    if info is not None:
-        shared = invert_run.run_inversion_shared(G, plan, loaded, out, identity, info, **options)
-        if shared["skipped"]:
-            return 0
-        start, stop = shared["share"]
-        print(f"process {info.process_id}/{info.num_processes}: images {start}..{stop}"
-              + ("" if shared["merged"] is None else f"; merged all {len(loaded)} into {out}"))
-        result = shared["merged"]
-    else:
-        result = invert_run.run_inversion(G, plan, loaded, out, identity, **options)
-    if result is None:
-        return 0
-    psnr = np.asarray([m["psnr"] for m in result["images"] if m["psnr"] is not None], np.float64)
-    summary = (f"mean PSNR {psnr.mean():.2f} dB (min {psnr.min():.2f})" if len(psnr) else "no finite PSNR")
-    print(f"inverted {len(loaded)} images ({len(loaded.failures)} inputs skipped, {result['diverged']} diverged); "
-          f"{summary}; wrote {out}")
+    invert.run(args.images, args.out, space=args.space, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+               init=args.init, vgg16=args.vgg16, lpips_lin=args.lpips_lin, perceptual_weight=args.perceptual_weight,
+               optimize_noise=args.optimize_noise, seed=args.seed, crop=not args.no_crop, overwrite=args.overwrite,
+               show_progress=not args.quiet, **model_options(args), **process_options(args))
     return 0

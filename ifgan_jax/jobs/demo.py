@@ -21,7 +21,7 @@ from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator, postprocess
 from ifgan_jax.images import load_image, to_float
-from ifgan_jax.invert import invert
+from ifgan_jax.inversion import invert
 from ifgan_jax.predictors import Predictor, brightness, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
