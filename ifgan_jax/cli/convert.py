@@ -17,5 +17,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import convert
 
-    convert.run(args.weights, args.out, kind=args.kind)
+    convert.run(args.out, weights=args.weights, kind=args.kind)
     return 0

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import invert
 
-    invert.run(args.images, args.out, space=args.space, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+    invert.run(args.out, images=args.images, space=args.space, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                init=args.init, vgg16=args.vgg16, lpips_lin=args.lpips_lin, perceptual_weight=args.perceptual_weight,
                optimize_noise=args.optimize_noise, seed=args.seed, crop=not args.no_crop, overwrite=args.overwrite,
                show_progress=not args.quiet, **model_options(args), **process_options(args))

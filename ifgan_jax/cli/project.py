@@ -19,5 +19,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import project
 
-    project.run(args.primal, args.condition, args.out)
+    project.run(args.out, primal=args.primal, conditions=args.condition)
     return 0

@@ -23,6 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import score
 
-    score.run(args.input, args.out, predictor=args.predictor, space=args.space, batch_size=args.batch_size,
+    score.run(args.out, source=args.input, predictor=args.predictor, space=args.space, batch_size=args.batch_size,
               image_size=args.image_size, **model_options(args))
     return 0

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import train_boundary
 
-    train_boundary.run(args.codes, args.scores, args.out, attributes=args.attribute,
+    train_boundary.run(args.out, codes=args.codes, scores=args.scores, attributes=args.attribute,
                        attributes_json=args.attributes_json, chosen_num_or_ratio=args.chosen_num_or_ratio,
                        split_ratio=args.split_ratio, invalid_value=args.invalid_value, solver=args.solver,
                        seed=args.seed)

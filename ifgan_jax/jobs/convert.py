@@ -12,12 +12,12 @@ from ifgan_jax.files import sha256_file
 from ifgan_jax.store import save_model
 
 
-def run(weights: str, out: str, *, kind: str | None = None) -> dict[str, Any]:
-    """Convert `weights` into the model directory `out` (replacing a converted model there) and say so."""
+def run(out_dir: str, *, weights: str, kind: str | None = None) -> dict[str, Any]:
+    """Convert `weights` into the model directory `out_dir` (replacing a converted model there) and say so."""
     weights_path = Path(weights)
     if not weights_path.is_file():
         raise InputError(f"weights file {weights_path} does not exist")
-    out_path = Path(out)
+    out_path = Path(out_dir)
     if out_path.exists() and not out_path.is_dir():
         raise InputError(f"output {out_path} exists and is not a directory")
     if out_path.is_dir() and any(out_path.iterdir()) and not (out_path / "model.json").is_file():

@@ -42,7 +42,7 @@ GRID_PAIRS_PER_ROW = 4
 PART_KEYS = ("codes", "mse", "psnr", "loss", "steps", "failed")
 
 
-def run(images: str | Path, out_dir: str | Path, *, model: str = "dcgan_digiface", weights: str | None = None,
+def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface", weights: str | None = None,
         space: str = "z", steps: int | None = None, lr: float | None = None, batch_size: int = 16,
         init: str | None = None, vgg16: str | None = None, lpips_lin: str | None = None,
         perceptual_weight: float = 1.0, optimize_noise: bool = False, seed: int = 0, crop: bool = True,

@@ -17,7 +17,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def run(primal: str | os.PathLike, conditions: Sequence[str | os.PathLike], out: str | os.PathLike) -> np.ndarray:
+def run(out: str | os.PathLike, *, primal: str | os.PathLike, conditions: Sequence[str | os.PathLike]) -> np.ndarray:
     """Write `out` (.npy, (1, d)): the `primal` boundary file projected off every `conditions` file, unit norm.
 
     The file is float64 when any input is (InterFaceGAN's published boundaries are), else float32. Prints

@@ -15,14 +15,14 @@ from ifgan_jax.predictors import load_predictor
 from ifgan_jax.scoring import score_codes
 
 
-def run(source: str, out: str, *, predictor: str = "fer", space: str = "z", batch_size: int = 256,
+def run(out_dir: str, *, source: str, predictor: str = "fer", space: str = "z", batch_size: int = 256,
         image_size: int = 64, model: str = "dcgan_digiface", weights: str | None = None, devices: int | None = None,
         micro_batch: int | None = None) -> dict[str, Any]:
     """Score CODES.npy (through the model) or a folder of images; write scores.npy and attributes.json."""
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     scorer = load_predictor(predictor)
-    source_path, out_path = Path(source), Path(out)
+    source_path, out_path = Path(source), Path(out_dir)
     names, failures = None, []
     if source_path.is_dir():
         # FER resizes to its own 64x64 input; keep the images at that size to bound memory.

@@ -58,10 +58,10 @@ def attribute_names(attributes: Sequence[str] | None, attributes_json: str | os.
 
 
 def run(
+    out_dir: str | os.PathLike,
+    *,
     codes: str | os.PathLike,
     scores: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
     attributes: Sequence[str] | None = None,
     attributes_json: str | os.PathLike | None = None,
     chosen_num_or_ratio: float = 0.02,
@@ -70,14 +70,14 @@ def run(
     solver: str = "jax",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train one boundary per column of the `scores` .npy on the `codes` .npy and write them to `out`.
+    """Train one boundary per column of the `scores` .npy on the `codes` .npy and write them to `out_dir`.
 
     One column writes `boundary.npy`, several write `NAME_boundary.npy` each; `report.json` holds the
     counts, accuracies and solver details per attribute, and is returned. Prints one line per attribute
     and a summary.
     """
     t0 = time.perf_counter()
-    out = Path(out)
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a directory")
     code_array = load_npy(codes, "codes")
