@@ -1,7 +1,7 @@
 """Inversion throughput and quality on dcgan_digiface: one JAX batch vs per-image loops (JAX and torch).
 
     python -m benchmarks.bench_invert                      # JAX parts only
-    /opt/torchenv/bin/python -m benchmarks.bench_invert    # adds the per-image torch loop
+    python -m benchmarks.bench_invert                      # with torch installed: adds the per-image torch loop
     ... -m benchmarks.bench_invert --host-devices 2         # JAX on 2 forced host devices (one per core)
 
 Targets are DCGAN images of known codes (seed 2024, a stream no pool or init draws from), quantized to
