@@ -114,6 +114,11 @@ def test_independent_processes(single_run, tmp_path):
     # Running it again finds the merged run complete and leaves it alone.
     res = run_cli(*COMMON, "-o", str(out), "--num-processes", "2", "--process-id", "1")
     assert res.returncode == 0 and "already complete" in res.stdout
+    # Another seed is another run: refused in one line (it used to say "already complete", keeping old data).
+    other = [arg if arg != str(SEED) else str(SEED + 1) for arg in COMMON]
+    res = run_cli(*other, "-o", str(out), "--num-processes", "2", "--process-id", "0")
+    assert res.returncode == 2 and "different run" in res.stderr and "seed" in res.stderr
+    assert_same_run(out, single_run)
 
 
 @pytest.mark.parametrize("flags", [["--process-id", "0"], ["--num-processes", "2", "--process-id", "2"],

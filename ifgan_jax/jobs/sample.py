@@ -98,17 +98,8 @@ def write_samples(
     if count is None or count < 1:
         raise InputError(f"the number of samples must be >= 1, got {count}")
     out = Path(out_dir)
-    identity = {
-        "model": G.name,
-        "family": G.arch.family,
-        "count": int(count),
-        "first_index": int(first_index),
-        "seed": None if codes is not None else int(seed),
-        "codes_sha256": None if codes is None else hashlib.sha256(codes.tobytes()).hexdigest(),
-        "codes_space": codes_space if codes is not None else "z",
-        "image_format": image_format,
-        "predictor": None if predictor is None else predictor.name,
-    }
+    identity = run_identity(G, count=count, first_index=first_index, seed=seed, codes=codes,
+                            codes_space=codes_space, image_format=image_format, predictor=predictor)
     done = rundir.start_run(out, identity, OUTPUT_NAMES, overwrite)
     if done is None:
         return {"out_dir": str(out), "count": count, "skipped": True}
@@ -152,6 +143,22 @@ def write_samples(
     progress.close()
     rundir.finish_run(out, identity)
     return {"out_dir": str(out), "count": count, "rate": progress.rate, "skipped": False}
+
+
+def run_identity(G: Generator, *, count: int, first_index: int, seed: int, codes: np.ndarray | None, codes_space: str,
+                 image_format: str, predictor: Predictor | None) -> dict[str, Any]:
+    """Everything that fixes a sampling run's outputs: the meta.json keys compared when a folder is reused."""
+    return {
+        "model": G.name,
+        "family": G.arch.family,
+        "count": int(count),
+        "first_index": int(first_index),
+        "seed": None if codes is not None else int(seed),
+        "codes_sha256": None if codes is None else hashlib.sha256(codes.tobytes()).hexdigest(),
+        "codes_space": codes_space if codes is not None else "z",
+        "image_format": image_format,
+        "predictor": None if predictor is None else predictor.name,
+    }
 
 
 def _synth_space(G: Generator) -> str:
@@ -222,7 +229,9 @@ def write_shared(G: Generator, out_dir: str | Path, info: multiprocess.ProcessIn
                  batch_size: int = 64, codes: np.ndarray | None = None, overwrite: bool = False,
                  **options: Any) -> dict[str, Any]:
     """This process's share of `write_samples` in OUT/.parts/, then the merge (exactly one process merges)."""
+    codes_space = options.get("codes_space", "z")
     if codes is not None:
+        codes = G.check_codes(codes, codes_space)
         count = len(codes) if count is None else count
         if count != len(codes):
             raise InputError(f"-n {count} does not match the {len(codes)} codes given")
@@ -231,9 +240,16 @@ def write_shared(G: Generator, out_dir: str | Path, info: multiprocess.ProcessIn
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     out = Path(out_dir)
-    if multiprocess.merged_complete(out, {"count": count}) and not overwrite:
-        print(f"{out}: this run is already complete", flush=True)
-        return {"out_dir": str(out), "count": count, "skipped": True}
+    # The merged folder must hold this very run (seed, model, codes...), as a single-process rerun checks.
+    identity = run_identity(G, count=count, first_index=0, seed=options.get("seed", 0), codes=codes,
+                            codes_space=codes_space, image_format=options.get("image_format", "png"),
+                            predictor=options.get("predictor"))
+    if not overwrite:
+        if multiprocess.merged_complete(out, identity):
+            print(f"{out}: this run is already complete", flush=True)
+            return {"out_dir": str(out), "count": count, "skipped": True}
+        if (out / rundir.META_FILE).is_file():
+            rundir.open_run_dir(out, identity, OUTPUT_NAMES, False)  # raises for a different run
     if info.process_id == 0 and overwrite:
         files.remove_outputs(out, OUTPUT_NAMES)
 
