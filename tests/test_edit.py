@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import needs_dcgan
 
+from ifgan_jax.cli import main
 from ifgan_jax.edit import edit_codes, interpolation_distances, linear_interpolate
 from ifgan_jax.errors import InputError
 
@@ -135,3 +137,24 @@ def test_edit_errors():
         edit_codes(codes, n, np.ones((2, 2)))
     with pytest.raises(InputError, match="steps"):
         interpolation_distances(steps=0)
+
+
+@needs_dcgan
+@pytest.mark.parametrize(("flags", "message"), [
+    (["-n", "0"], "-n must be >= 1"),
+    (["-n", "-2"], "-n must be >= 1"),
+    (["-n", "2", "--seed", "-1"], "--seed must be in"),
+    (["-n", "2", "--steps", "100000000"], "--steps must be in"),
+    (["-i", "EMPTY"], "no codes to edit"),
+])
+def test_edit_cli_bad_numbers_exit_2_and_write_nothing(tmp_path, capsys, flags, message):
+    """One line and exit code 2 before anything is written (they used to write empty output or run out of memory)."""
+    boundary = tmp_path / "b.npy"
+    np.save(boundary, unit_rows(np.random.default_rng(0), 1, 100).astype(np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 100), np.float32))
+    flags = [str(tmp_path / "empty.npy") if f == "EMPTY" else f for f in flags]
+    out = tmp_path / "out"
+    assert main(["edit", "-b", str(boundary), "-o", str(out), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists() or not any(out.iterdir())

@@ -6,6 +6,7 @@ Writes codes.npy (N, B, S, ...), images/{sample}_{boundary}_{step}.png, one grid
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.progress import Progress
 
+MAX_SEED = 2**32
+MAX_STEPS = 1000  # distances per boundary: a grid row of 1000 images is already past any use
+
 
 def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_digiface", weights: str | None = None,
         codes_path: str | None = None, num: int | None = None, seed: int = 0, space: str = "z",
@@ -26,9 +30,15 @@ def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_d
         layers: str | None = None, truncation_aware: bool = False, write_images: bool = True,
         show_progress: bool = True, devices: int | None = None, micro_batch: int | None = None) -> dict[str, Any]:
     """The `edit` command: load the model, boundaries and codes, check them, edit, print a summary line."""
-    boundaries = [files.load_npy(path, "boundary") for path in boundary_paths]
     if codes_path is None and num is None:
         raise InputError("give -i CODES.npy or -n N")
+    if num is not None and num < 1:
+        raise InputError(f"-n must be >= 1, got {num}")
+    if not 0 <= seed < MAX_SEED:
+        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {steps}")
+    boundaries = [files.load_npy(path, "boundary") for path in boundary_paths]
     if codes_path is None and space != "z":
         raise InputError("sampled codes are Z codes; pass -i for W/W+ codes")
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
@@ -68,7 +78,8 @@ def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...] | None:
         raise InputError("--layers needs a model with W+ codes")
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad:
-        raise InputError(f"--layers {bad} out of range for {num_layers} W+ layers")
+        shown = ", ".join(map(str, bad[:5])) + (f", ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        raise InputError(f"--layers [{shown}] out of range for {num_layers} W+ layers")
     return tuple(sorted(set(layers)))
 
 
@@ -120,8 +131,8 @@ def write_edits(
 ) -> dict[str, Any]:
     """Edit every code along every boundary; write codes.npy (N, B, S, ...), PNGs and grids."""
     codes = G.check_codes(codes, space)
-    if steps < 1:
-        raise InputError(f"--steps must be >= 1, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {steps}")
     if mode not in ("absolute", "relative"):
         raise InputError(f"mode must be absolute or relative, got {mode!r}")
     out = Path(out_dir)
@@ -130,6 +141,12 @@ def write_edits(
     except OSError as err:
         raise InputError(f"cannot create {out}: {err.strerror or err}") from None
     n, b = len(codes), len(boundaries)
+    if n == 0:
+        raise InputError("there are no codes to edit")
+    needed = n * b * steps * int(np.prod(codes.shape[1:])) * 4
+    free = shutil.disk_usage(out).free
+    if needed > free:
+        raise InputError(f"codes.npy would take {needed / 2**30:.1f} GiB but {out} has {free / 2**30:.1f} GiB free")
     distances = jnp.linspace(start_distance, end_distance, steps, dtype=jnp.float32)
     strength = None if layer_strength is None else jnp.asarray(layer_strength, jnp.float32)
     codes_out = files.open_npy(out / ".codes.partial.npy", (n, b, steps, *codes.shape[1:]), np.float32, resume=False)
