@@ -122,9 +122,18 @@ def test_independent_processes(single_run, tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--process-id", "0"], ["--num-processes", "2", "--process-id", "2"],
-                                   ["--coordinator", "nohostport", "--num-processes", "2", "--process-id", "0"]])
+                                   ["--coordinator", "nohostport", "--num-processes", "2", "--process-id", "0"],
+                                   ["--coordinator", "notahost:99999", "--num-processes", "2", "--process-id", "0"],
+                                   ["--coordinator", "nosuchhost.invalid:4000", "--num-processes", "2",
+                                    "--process-id", "1"],
+                                   ["--coordinator", "127.0.0.1:PORT", "--num-processes", "2", "--process-id", "1",
+                                    "--coordinator-timeout", "1"]])
 def test_bad_flags(tmp_path, flags):
+    """One line and exit 2, at once: a bad or silent coordinator used to hang 5 minutes, then abort in C++."""
+    flags = [f.replace("PORT", str(free_port())) for f in flags]
+    start = time.monotonic()
     res = run_cli(*COMMON, "-o", str(tmp_path / "x"), *flags)
+    assert time.monotonic() - start < 60
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "error" in res.stderr
 

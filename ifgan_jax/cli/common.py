@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ifgan_jax.jobs.multiprocess import CONNECT_TIMEOUT_S
 from ifgan_jax.registry import DEFAULT_MODEL, MODELS
 
 
@@ -33,9 +34,12 @@ def add_process_args(parser: argparse.ArgumentParser) -> None:
     multi.add_argument("--num-processes", type=int, default=None, metavar="P",
                        help="processes sharing the job; each writes a contiguous share, then one merges")
     multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
+    multi.add_argument("--coordinator-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
+                       help="seconds a process waits for the coordinator to answer (default %(default)g)")
 
 
 def process_options(args: argparse.Namespace) -> dict[str, Any]:
     """The job keywords of add_process_args."""
-    return {"coordinator": args.coordinator, "num_processes": args.num_processes, "process_id": args.process_id}
+    return {"coordinator": args.coordinator, "num_processes": args.num_processes, "process_id": args.process_id,
+            "coordinator_timeout": args.coordinator_timeout}
 

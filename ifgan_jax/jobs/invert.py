@@ -48,7 +48,8 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
         perceptual_weight: float = 1.0, optimize_noise: bool = False, seed: int = 0, crop: bool = True,
         overwrite: bool = False, show_progress: bool = True, devices: int | None = None,
         micro_batch: int | None = None, coordinator: str | None = None, num_processes: int | None = None,
-        process_id: int | None = None) -> dict[str, Any] | None:
+        process_id: int | None = None,
+        coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S) -> dict[str, Any] | None:
     """The `invert` command: check the settings, load the model and images, invert into `out_dir`, print a summary.
 
     Returns the merged result ({"images": metrics, "diverged": count}), or None when this process wrote no
@@ -61,7 +62,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     if lpips_lin and not vgg16:
         raise InputError("--lpips-lin needs --vgg16")
 
-    info = multiprocess.initialize(coordinator, num_processes, process_id)  # before any JAX work
+    info = multiprocess.initialize(coordinator, num_processes, process_id, coordinator_timeout)  # before any JAX work
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
     vgg = inv.load_vgg16(vgg16, lpips_lin) if vgg16 else None
     plan = inv.make_plan(G, space, steps=steps, lr=lr, vgg16=vgg, perceptual_weight=perceptual_weight,

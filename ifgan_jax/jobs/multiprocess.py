@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from ifgan_jax.jobs.rundir import META_FILE
 
 PARTS_DIR = ".parts"
 LOCK_NAME = ".merge.lock"
+CONNECT_TIMEOUT_S = 60.0  # how long a process waits for the coordinator to accept (jax's own default is 300)
+CONNECT_RETRY_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +45,13 @@ class ProcessInfo:
     runtime: bool  # True: jax.distributed is initialized (barriers available)
 
 
-def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> ProcessInfo:
+def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
+               timeout: float = CONNECT_TIMEOUT_S) -> ProcessInfo:
     """Start jax.distributed when a coordinator is given ('auto': cluster detection); else independent mode.
 
-    Must run before any JAX computation in the process (jax fixes its devices at the first one).
+    Must run before any JAX computation in the process (jax fixes its devices at the first one). An address
+    that does not resolve, or a coordinator that does not answer within `timeout` seconds, is one InputError
+    (jax's own timeout ends the process with a C++ abort, so it is checked here first).
     """
     if coordinator is None:
         if num_processes is None and process_id is None:
@@ -55,14 +62,40 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
         return ProcessInfo(process_id, num_processes, False)
     if num_processes is not None and process_id is not None:
         _check_ids(num_processes, process_id)
+    if not timeout > 0:
+        raise InputError(f"--coordinator-timeout must be > 0 seconds, got {timeout}")
     address = None if coordinator == "auto" else coordinator
-    if address is not None and (":" not in address or not address.rsplit(":", 1)[1].isdigit()):
-        raise InputError(f"--coordinator must be HOST:PORT or auto, got {coordinator!r}")
+    if address is not None:
+        _check_coordinator(address, process_id, timeout)
     try:
-        jax.distributed.initialize(coordinator_address=address, num_processes=num_processes, process_id=process_id)
+        jax.distributed.initialize(coordinator_address=address, num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=max(1, int(timeout)))
     except (RuntimeError, ValueError) as err:
         raise InputError(f"cannot start jax.distributed ({coordinator}): {' '.join(str(err).split())[:300]}") from None
     return ProcessInfo(jax.process_index(), jax.process_count(), True)
+
+
+def _check_coordinator(address: str, process_id: int | None, timeout: float) -> None:
+    """HOST:PORT must parse and resolve; a process other than 0 waits until the coordinator accepts."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--coordinator must be HOST:PORT (port 1-65535) or auto, got {address!r}")
+    try:
+        socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise InputError(f"--coordinator host {host!r} does not resolve: {err.strerror or err}") from None
+    if process_id == 0:
+        return  # process 0 runs the coordinator service itself
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise InputError(f"no coordinator answered at {address} within {timeout:g} s ({err.strerror or err});"
+                                 " is process 0 running? (--coordinator-timeout sets the wait)") from None
+            time.sleep(CONNECT_RETRY_S)
 
 
 def _check_ids(num_processes: int, process_id: int) -> None:

@@ -39,9 +39,10 @@ def run(out_dir: str | Path, *, model: str = "dcgan_digiface", weights: str | No
         seed: int = 0, batch_size: int = 64, image_format: str = "png", codes_path: str | None = None,
         codes_space: str = "z", overwrite: bool = False, score: str | None = None, show_progress: bool = True,
         devices: int | None = None, micro_batch: int | None = None, coordinator: str | None = None,
-        num_processes: int | None = None, process_id: int | None = None) -> dict[str, Any]:
+        num_processes: int | None = None, process_id: int | None = None,
+        coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """The `sample` command: load the model (and predictor), sample to `out_dir`, print a summary line."""
-    info = multiprocess.initialize(coordinator, num_processes, process_id)  # before any JAX work
+    info = multiprocess.initialize(coordinator, num_processes, process_id, coordinator_timeout)  # before any JAX work
     codes = files.load_npy(codes_path, "codes") if codes_path else None
     if codes is None and num is None:
         raise InputError("give -n N (or -i CODES.npy)")
