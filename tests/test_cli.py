@@ -26,3 +26,12 @@ def test_models_lists_every_entry_and_whether_its_weights_are_here(capsys, tmp_p
     assert lines[0].startswith("dcgan_digiface (default): dcgan 64px") and "present: " in lines[0]
     user = [line for line in lines if "user file" in line]
     assert user and all(line.endswith("not present") for line in user)
+
+
+@pytest.mark.parametrize("argv", [["sample", "-n"], ["sampel"], ["edit", "-o", "x"], ["sample", "-n", "two"]])
+def test_usage_mistakes_are_one_line_and_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ifgan") and "error: " in err, err

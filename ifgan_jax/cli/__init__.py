@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from ifgan_jax import __version__
 
@@ -27,9 +28,16 @@ SUBCOMMANDS = (
 EXIT_BAD_INPUT = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other bad input: one line naming the command, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree with every subcommand whose module is present."""
-    parser = argparse.ArgumentParser(prog="ifgan", description="InterFaceGAN in JAX: sample, score, edit, invert.")
+    parser = OneLineParser(prog="ifgan", description="InterFaceGAN in JAX: sample, score, edit, invert.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
