@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="StyleGAN: optimize per-image noise maps too (written to noise.npz)")
     p.add_argument("--seed", type=int, default=0, help="seeds best-of-K / random init and latent noise")
     p.add_argument("--no-crop", action="store_true", help="stretch to a square instead of center-cropping")
+    p.add_argument("--align", action="store_true",
+                   help="align each face by its 5 landmarks (dlib's model) to where the model's faces have them; "
+                        "photos without a face found are skipped into failed.json; writes alignment.json")
     p.add_argument("--overwrite", action="store_true", help="replace a directory holding a different run")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_process_args(p)
@@ -38,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     invert.run(args.out, images=args.images, space=args.space, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                init=args.init, vgg16=args.vgg16, lpips_lin=args.lpips_lin, perceptual_weight=args.perceptual_weight,
                optimize_noise=args.optimize_noise, seed=args.seed, crop=not args.no_crop, overwrite=args.overwrite,
-               show_progress=not args.quiet, **model_options(args), **process_options(args))
+               show_progress=not args.quiet, align=args.align, **model_options(args), **process_options(args))
     return 0

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", required=True, help="CODES.npy, or a folder of images")
     p.add_argument("-o", "--out", required=True, help="output directory (scores.npy, attributes.json)")
     p.add_argument("--predictor", default="fer",
-                   help="fer | age | gender | brightness | stats, or several fused: fer,age,gender (default fer)")
+                   help="fer | age | gender | landmarks5 | pose | brightness | stats, or several fused: "
+                        "fer,age,gender,pose (default fer)")
     p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of the codes")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=64, help="images are center-cropped and resized to this")

