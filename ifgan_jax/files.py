@@ -18,6 +18,9 @@ from PIL import Image
 
 from ifgan_jax.errors import InputError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would create
 PNG_COMPRESS_LEVEL = 1  # fast encoding; still lossless and byte-for-byte deterministic
 
 
@@ -26,6 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs on shared storage follow the umask like open()
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -43,6 +47,7 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """`np.save` to a temp file, then rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         np.save(tmp, array)

@@ -1,11 +1,13 @@
-"""The CLI's own conventions: --version, the models listing."""
+"""The CLI's own conventions: --version, the models listing, one-line usage errors, file modes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import needs_dcgan
 
 import ifgan_jax
+from ifgan_jax import files
 from ifgan_jax.cli import main
 from ifgan_jax.registry import MODELS
 
@@ -35,3 +37,13 @@ def test_usage_mistakes_are_one_line_and_exit_2(capsys, argv):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ifgan") and "error: " in err, err
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """meta.json & co. were 0600 (mkstemp's mode) beside 0644 arrays: unreadable to others on shared storage."""
+    files.atomic_write_json(tmp_path / "meta.json", {"a": 1})
+    files.atomic_save_npy(tmp_path / "z.npy", np.zeros(3, np.float32))
+    np.save(tmp_path / "plain.npy", np.zeros(3, np.float32))
+    expected = (tmp_path / "plain.npy").stat().st_mode & 0o777
+    for name in ("meta.json", "z.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
