@@ -21,13 +21,14 @@ from ifgan_jax.errors import InputError
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would create
+TEMP_MARK = ".ifgan-tmp"  # in the name of every temporary an atomic write makes (a kill -9 can leave one)
 PNG_COMPRESS_LEVEL = 1  # fast encoding; still lossless and byte-for-byte deterministic
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, then rename it over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK, dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs on shared storage follow the umask like open()
         with os.fdopen(fd, "wb") as fh:
@@ -46,7 +47,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """`np.save` to a temp file, then rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + ".npy", dir=path.parent)
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
@@ -122,6 +123,14 @@ def remove_outputs(out: Path, names: Iterable[str]) -> None:
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete what killed atomic writes left under `folder` (their names carry TEMP_MARK); returns how many."""
+    stale = [p for p in folder.rglob(f".*{TEMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def read_json(path: Path) -> Any:

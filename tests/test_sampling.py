@@ -87,6 +87,9 @@ def test_resume_after_kill_gives_identical_files(tmp_path):
     proc.wait()
     done = json.loads((killed / ".progress.json").read_text())["done"]
     assert 0 < done < 2000, "the kill should land mid-run"
+    # What a kill during an atomic write leaves (seen in 4 of 6 kills): the resumed run must clear it.
+    (killed / "images" / ".001999.png.k1ll3d00.ifgan-tmp").write_bytes(b"half a png")
+    (killed / ".meta.json.k1ll3d01.ifgan-tmp").write_bytes(b"{")
     res = run_cli(*args, "-o", str(killed))
     assert res.returncode == 0, res.stderr
     names = sorted(p.relative_to(full) for p in full.rglob("*") if p.is_file())

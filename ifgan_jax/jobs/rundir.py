@@ -53,6 +53,7 @@ def open_run_dir(out: Path, identity: dict[str, Any], output_names: Iterable[str
         if previous != identity:
             diff = ", ".join(f"{k}: {previous[k]!r} -> {identity[k]!r}" for k in identity if previous[k] != identity[k])
             raise InputError(f"{out} holds a different run ({diff}); pass --overwrite to replace it")
+        files.remove_temporaries(out)  # a killed run's half-written files: the resumed run ends as a clean one
         return meta
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty and holds no ifgan run; choose another directory or pass --overwrite")
