@@ -116,11 +116,28 @@ def save_grid(path: str | os.PathLike, images: np.ndarray, *, pad: int = 2) -> N
 
 
 def remove_outputs(out: Path, names: Iterable[str]) -> None:
-    """Delete the files and folders `names` under `out` (missing ones are fine)."""
+    """Delete a job's outputs under `out`: files, folders, and glob patterns such as "images/[0-9]*.png".
+
+    A folder named by a pattern too (e.g. "images" with "images/??????.png") loses only the matching files
+    and goes only when that leaves it empty, so files a user put there survive --overwrite; a folder with no
+    pattern is the job's own scratch and is removed whole.
+    """
+    names = list(names)
+    patterns = [n for n in names if any(c in n for c in "*?[")]
+    for pattern in patterns:
+        for path in out.glob(pattern):
+            if path.is_file():
+                path.unlink()
+    patterned = {p.split("/", 1)[0] for p in patterns}
     for name in names:
         target = out / name
+        if name in patterns:
+            continue
         if target.is_dir():
-            shutil.rmtree(target)
+            if name not in patterned:
+                shutil.rmtree(target)
+            elif not any(target.iterdir()):
+                target.rmdir()
         else:
             target.unlink(missing_ok=True)
 

@@ -110,9 +110,14 @@ def test_different_run_is_refused_unless_overwrite(tmp_path):
     assert run_cli("sample", "-n", "4", "-o", str(out), "--quiet").returncode == 0
     res = run_cli("sample", "-n", "4", "-o", str(out), "--seed", "1", "--quiet")
     assert res.returncode == 2 and "--overwrite" in res.stderr and "Traceback" not in res.stderr
-    res = run_cli("sample", "-n", "4", "-o", str(out), "--seed", "1", "--overwrite", "--quiet")
+    (out / "images" / "vacation.png").write_bytes(b"the user's own file")
+    (out / "notes.txt").write_text("mine")
+    res = run_cli("sample", "-n", "2", "-o", str(out), "--seed", "1", "--overwrite", "--quiet")
     assert res.returncode == 0
     assert json.loads((out / "meta.json").read_text())["seed"] == 1
+    # --overwrite removes what the project wrote, never the user's files (it used to delete all of images/).
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "vacation.png"]
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_codes_from_file(tmp_path, dcgan):

@@ -37,7 +37,8 @@ from ifgan_jax.progress import Progress
 BATCH_DIR = "batches"
 RECON_DIR = "reconstructions"
 ALIGN_FILE = "alignment.json"
-OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, BATCH_DIR, "codes.npy", "noise.npz", RECON_DIR,
+RECON_FILES = f"{RECON_DIR}/" + "[0-9]" * 6 + ".png"  # recon_path's files: only these go with --overwrite
+OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, BATCH_DIR, "codes.npy", "noise.npz", RECON_FILES, RECON_DIR,
                 "metrics.json", "failed.json", "grid.png", ALIGN_FILE)
 GRID_IMAGES = 32  # the grid shows the first images only; all reconstructions are PNGs anyway
 GRID_PAIRS_PER_ROW = 4

@@ -26,7 +26,8 @@ from ifgan_jax.scoring import make_score_head
 IMAGE_FORMATS = ("png", "npy", "none")
 PIPELINE_DEPTH = 2  # batches in flight: the device computes one while the host writes the other
 ARRAY_FILES = ("z.npy", "w.npy", "wp.npy", "images.npy", "scores.npy")
-OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, *ARRAY_FILES, "images", "attributes.json")
+IMAGE_FILES = "images/" + "[0-9]" * 6 + ".png"  # image_name's files: only these go with --overwrite
+OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, *ARRAY_FILES, IMAGE_FILES, "images", "attributes.json")
 MAX_SEED = 2**32
 
 
