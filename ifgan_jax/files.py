@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import hashlib
 import io
 import json
@@ -65,10 +66,25 @@ def open_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, *, res
         try:
             existing = np.load(path, mmap_mode="r+")
             if existing.shape == tuple(shape) and existing.dtype == np.dtype(dtype):
+                _reserve(path)
                 return existing
         except (ValueError, OSError):
             pass  # damaged header: start the file again
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+    memmap = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+    _reserve(path)
+    return memmap
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the whole (sparse) file now: a memmap page written later on a full disk kills the process with
+    SIGBUS, while this fails at once with ENOSPC, an OSError the CLI reports in one line."""
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return  # a filesystem without fallocate: nothing to reserve with
+            raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -18,6 +19,7 @@ SUBCOMMANDS = (
     "project",
     "edit",
     "invert",
+    "train_encoder",
     "convert",
     "demo",
     "analyze",
@@ -26,6 +28,8 @@ SUBCOMMANDS = (
 )
 
 EXIT_BAD_INPUT = 2
+# Storage that refuses a write: one line and exit 2, like bad input; the job resumes once it is fixed.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENAMETOOLONG)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -78,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except _bad_input_types() as err:
         print(f"ifgan {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno not in STORAGE_ERRORS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"ifgan {args.command}: error: {err.strerror}{where}; free space (or fix the folder) and rerun the same "
+              "command to resume", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"ifgan {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
