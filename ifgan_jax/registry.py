@@ -15,12 +15,14 @@ from typing import Any
 
 from converters import dcgan as dcgan_converter
 from converters.generator_file import convert_generator_file
-from ifgan_jax.models import dcgan, pggan, stylegan
+from ifgan_jax.models import dcgan, pggan, stylegan, stylegan2, stylegan3
 
 DEFAULT_MODEL = "dcgan_digiface"
 
 # family name (as model.json records it) -> module with `Config` and `architecture(config)`
-FAMILIES: dict[str, ModuleType] = {"dcgan": dcgan, "pggan": pggan, "stylegan": stylegan}
+FAMILIES: dict[str, ModuleType] = {
+    "dcgan": dcgan, "pggan": pggan, "stylegan": stylegan, "stylegan2": stylegan2, "stylegan3": stylegan3,
+}
 
 # weights file -> (family, config, params, buffers)
 Converter = Callable[[Path], tuple[str, Any, dict, dict]]
@@ -58,6 +60,9 @@ class ModelEntry:
 
 
 _INTERFACEGAN = "InterFaceGAN's README (models/pretrain/) or NVIDIA's original .pkl, then `run.py convert`"
+_STYLEGAN2 = ("NVlabs' stylegan2-ada-pytorch / stylegan3 / official TF StyleGAN2 release (.pkl), or a "
+              "rosinality/stylegan2-pytorch .pt, then `run.py convert`")
+_STYLEGAN3 = "NVlabs' stylegan3 release (.pkl) or your own training snapshot, then `run.py convert`"
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
@@ -105,6 +110,45 @@ MODELS: dict[str, ModelEntry] = {
             spaces=("z", "w", "wp"),
             source=UserSource(("stylegan_ffhq.pth", "karras2019stylegan-ffhq-1024x1024.pkl"), _INTERFACEGAN),
             description="StyleGAN FFHQ 1024 (InterFaceGAN weights, user-supplied)",
+        ),
+        *(
+            ModelEntry(
+                name=name,
+                family="stylegan2",
+                converter=functools.partial(convert_generator_file, kind="stylegan2"),
+                resolution=resolution,
+                latent_dim=512,
+                spaces=("z", "w", "wp"),
+                source=UserSource(filenames, _STYLEGAN2),
+                description=description,
+            )
+            for name, resolution, filenames, description in (
+                ("stylegan2_ffhq", 1024, ("stylegan2-ffhq-1024x1024.pkl", "ffhq.pkl", "stylegan2-ffhq-config-f.pkl",
+                                           "stylegan2-ffhq-config-f.pt"),
+                 "StyleGAN2 config-f FFHQ 1024 (NVlabs or rosinality weights, user-supplied)"),
+                ("stylegan2_metfaces", 1024, ("stylegan2-metfaces-1024x1024.pkl", "metfaces.pkl"),
+                 "StyleGAN2-ADA MetFaces 1024 (NVlabs weights, user-supplied)"),
+                ("stylegan2_afhqv2", 512, ("stylegan2-afhqv2-512x512.pkl",),
+                 "StyleGAN2 AFHQv2 512 (NVlabs stylegan3 release, user-supplied)"),
+            )
+        ),
+        *(
+            ModelEntry(
+                name=name,
+                family="stylegan3",
+                converter=functools.partial(convert_generator_file, kind="stylegan3"),
+                resolution=resolution,
+                latent_dim=512,
+                spaces=("z", "w", "wp"),
+                source=UserSource(filenames, _STYLEGAN3),
+                description=description,
+            )
+            for name, resolution, filenames, description in (
+                ("stylegan3_t_ffhqu", 1024, ("stylegan3-t-ffhqu-1024x1024.pkl",),
+                 "StyleGAN3-T FFHQ-U 1024 (NVlabs stylegan3 release, user-supplied)"),
+                ("stylegan3_r_ffhqu", 1024, ("stylegan3-r-ffhqu-1024x1024.pkl",),
+                 "StyleGAN3-R FFHQ-U 1024 (NVlabs stylegan3 release, user-supplied)"),
+            )
         ),
     )
 }
