@@ -9,7 +9,7 @@ from pathlib import Path
 from ifgan_jax.errors import InputError
 from ifgan_jax.registry import FAMILIES
 
-TASKS = ("sample", "score", "edit", "boundary", "invert")
+TASKS = ("sample", "score", "edit", "boundary", "invert", "invert-encoder")
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256)
 DEFAULT_REPEATS = 5
 # jax.default_matmul_precision names: one bf16 pass, three bf16 passes (or TF32 on GPUs), full float32.
@@ -37,6 +37,10 @@ class BenchConfig:
     invert_batch: int = 32
     invert_steps: int = 10
     invert_loop_images: int = 4  # the per-image loop is timed on this many and reported per image
+    invert_encoder_images: int = 16  # invert-encoder: in-domain faces (generated, never training data)
+    invert_encoder_steps: int = 100  # invert-encoder: refinement steps (and the optimization-only contender's)
+    invert_encoder_batch: int = 256  # invert-encoder: the encoder-only batch
+    invert_default_steps: int = 1000  # invert-encoder: today's defaults beside them (0: skip)
     scaling_batch: int | None = None  # per-device batch of the scaling run (None: 64 on CPU, 256 otherwise)
     scaling_repeats: int = 3
     matmul_precisions: tuple[str, ...] = ()  # sample task: extra JAX runs under jax.default_matmul_precision
@@ -127,7 +131,8 @@ def check_config(config: BenchConfig) -> None:
     for spec in config.models:
         parse_model_spec(spec)
     if min(config.boundary_attributes, config.boundary_samples, config.boundary_dim, config.invert_batch,
-           config.invert_steps) < 1:
+           config.invert_steps, config.invert_encoder_images, config.invert_encoder_steps,
+           config.invert_encoder_batch) < 1 or config.invert_default_steps < 0:
         raise InputError("boundary sizes and invert batch/steps must be positive")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks.config import BenchConfig, check_config, log
 from benchmarks.harness import json_default, load_average, machine_info, matmul_peak
+from benchmarks.invert_encoder import bench_invert_encoder
 from benchmarks.models import load_bench_model
 from benchmarks.references import load_torch_reference
 from benchmarks.report import Results, headline, render_report, write_plots
@@ -72,6 +73,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 bench_edit(bm, config, results)
             elif task == "invert":
                 bench_invert(bm, config, results)
+            elif task == "invert-encoder":
+                bench_invert_encoder(bm, config, results)
     if "boundary" in config.tasks:
         bench_boundary(config, results)
     machine = machine_info()

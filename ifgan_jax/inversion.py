@@ -30,6 +30,8 @@ from ifgan_jax.inversion_plan import (
     DEFAULT_INIT,
     DEFAULT_LR,
     DEFAULT_STEPS,
+    ENCODER_BATCH,
+    ENCODER_LR,
     LOSSES,
     NOISE_RAMP,
     NOISE_WEIGHT,
@@ -39,7 +41,7 @@ from ifgan_jax.inversion_plan import (
     check_vgg16,
     make_plan,
 )
-from ifgan_jax.inversion_solver import LR_RAMPDOWN, LR_RAMPUP, lr_schedule, run_batch
+from ifgan_jax.inversion_solver import LR_RAMPDOWN, LR_RAMPUP, encode_batch, lr_schedule, run_batch
 from ifgan_jax.models.vgg16 import VGG16
 
 
@@ -101,9 +103,10 @@ def invert(G: Generator, images: Any, space: str | InversionPlan | None = None, 
 
     Either a plan from `make_plan` (`invert(G, images, plan)` or `plan=plan`), or the plan's settings as
     keywords: `space` (default 'z'), steps, lr, optimizer, loss, init, seed, batch_size, micro_batch, ...
-    (all documented at `make_plan`), which build the plan here. vgg16: the perceptual loss' weights (a VGG16
-    or a .pth path); with it the default loss is 'mse+lpips'. progress(k) is called after each batch of k
-    images.
+    (all documented at `make_plan`), which build the plan here. init='encoder' starts from a trained
+    encoder's codes (`encoder=DIR`, default the model's shipped one); with steps=0 they are the result.
+    vgg16: the perceptual loss' weights (a VGG16 or a .pth path); with it the default loss is 'mse+lpips'.
+    progress(k) is called after each batch of k images.
     """
     if isinstance(space, InversionPlan) and plan is None:
         space, plan = None, space
@@ -120,7 +123,7 @@ def invert(G: Generator, images: Any, space: str | InversionPlan | None = None, 
     parts, timings = [], {"compile_s": 0.0, "run_s": 0.0, "init_s": 0.0}
     for start in range(0, len(targets), plan.batch_size):
         batch = targets[start : start + plan.batch_size]
-        parts.append(run_batch(G, plan, batch, vgg16, timings))
+        parts.append((encode_batch if plan.steps == 0 else run_batch)(G, plan, batch, vgg16, timings))
         if progress is not None:
             progress(len(batch))
     shape = G.arch.code_shape(plan.space)
@@ -137,7 +140,8 @@ def invert(G: Generator, images: Any, space: str | InversionPlan | None = None, 
                            failed=merged["failed"], space=plan.space, init=plan.init, noise=noise, timings=timings)
 
 
-__all__ = ["CPU_MICRO_BATCH", "DEFAULT_BATCH", "DEFAULT_INIT", "DEFAULT_LR", "DEFAULT_STEPS", "LOSSES",
+__all__ = ["CPU_MICRO_BATCH", "DEFAULT_BATCH", "DEFAULT_INIT", "DEFAULT_LR", "DEFAULT_STEPS", "ENCODER_BATCH",
+           "ENCODER_LR", "LOSSES",
            "LR_RAMPDOWN", "LR_RAMPUP", "NOISE_RAMP", "NOISE_WEIGHT", "SPACES", "VGG16", "InversionPlan",
            "InversionResult", "check_options", "check_targets", "image_hashes", "initial_codes", "invert",
            "latent_stats", "load_vgg16", "lr_schedule", "make_plan", "parse_init", "psnr"]

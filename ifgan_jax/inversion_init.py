@@ -34,12 +34,13 @@ _STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def parse_init(init: str) -> tuple[str, int]:
-    """'mean' | 'random' | 'best-of-K' -> (kind, K); InputError for anything else."""
-    if init in ("mean", "random"):
+    """'mean' | 'random' | 'encoder' | 'best-of-K' -> (kind, K); InputError for anything else."""
+    if init in ("mean", "random", "encoder"):
         return init, 0
     m = re.fullmatch(r"best-of-(\d+)", init or "")
     if not m or not 1 <= int(m.group(1)) <= MAX_POOL:
-        raise InputError(f"init must be 'mean', 'random' or 'best-of-K' (1 <= K <= {MAX_POOL}), got {init!r}")
+        raise InputError(f"init must be 'mean', 'random', 'encoder' or 'best-of-K' (1 <= K <= {MAX_POOL}), "
+                         f"got {init!r}")
     return "best-of", int(m.group(1))
 
 
@@ -113,11 +114,18 @@ def _pool(G: Generator, space: str, seed: int, count: int) -> tuple[np.ndarray, 
 
 
 def initial_codes(G: Generator, targets: np.ndarray, space: str, init: str, seed: int,
-                  hashes: np.ndarray | None = None) -> np.ndarray:
-    """Starting codes (N, *code_shape) for float [-1, 1] targets; see ifgan_jax/inversion_plan.py for defaults."""
+                  hashes: np.ndarray | None = None, encoder: Any = None) -> np.ndarray:
+    """Starting codes (N, *code_shape) for float [-1, 1] targets; see ifgan_jax/inversion_plan.py for defaults.
+
+    init 'encoder' needs `encoder` (an ifgan_jax.encoder.Encoder checked for G and space; make_plan resolves it).
+    """
     kind, k = parse_init(init)
     n = len(targets)
     shape = G.arch.code_shape(space)
+    if kind == "encoder":
+        if encoder is None:
+            raise InputError("init 'encoder' needs an encoder (make_plan(..., encoder=DIR) or the shipped one)")
+        return np.asarray(encoder.encode(targets, G.mesh), np.float32)
     if kind == "mean":
         if space == "z" and G.arch.normalize_z:
             raise InputError(f"init 'mean' is undefined in the normalized Z space of {G.name} (the mean code "

@@ -111,7 +111,7 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
             total += weight * lpips_distance(vgg, lpips_features(vgg, recon), tfeats)
         return total
 
-    def objective(params, buffers, vgg, center, v, latent_noise, targets, tfeats):
+    def objective(params, buffers, vgg, center, enc, v, latent_noise, targets, tfeats):
         code = v["code"]
         x = code + latent_noise
         if normalize:
@@ -121,6 +121,9 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
         losses = data_loss(vgg, recon, targets, tfeats)
         if plan.latent_weight:
             losses += plan.latent_weight * jnp.mean(jnp.square(code - center), axis=code_axes)
+        if plan.domain_weight:  # idinvert: keep the code where the encoder would put its image
+            deviation = (plan.encoder.apply(enc, recon) - code) / enc["scale"]
+            losses += plan.domain_weight * jnp.mean(jnp.square(deviation), axis=code_axes)
         if plan.optimize_noise:
             losses += plan.noise_weight * jax.vmap(_noise_regularizer)(v["noise"])
         return losses, recon
@@ -146,7 +149,7 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
             v = {**v, "noise": {k: renorm(m) for k, m in v["noise"].items()}}
         return v
 
-    def solve(params, buffers, vgg, center, seed, codes0, noise0, targets, hashes, active0):
+    def solve(params, buffers, vgg, center, enc, seed, codes0, noise0, targets, hashes, active0):
         # The whole optimization of one micro-batch (CPU) or of the device's batch (accelerators).
         n = codes0.shape[0]
         tfeats = lpips_features(vgg, targets) if uses_lpips else []
@@ -165,7 +168,7 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
 
         def value_grad(v, ln, tg, tf):
             def total(v):
-                losses, _ = objective(params, buffers, vgg, center, v, ln, tg, tf)
+                losses, _ = objective(params, buffers, vgg, center, enc, v, ln, tg, tf)
                 return jnp.sum(losses), losses
             (_, losses), grads = jax.value_and_grad(total, has_aux=True)(v)
             return losses, grads
@@ -189,7 +192,7 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
         carry = (jnp.int32(0), project(v0), opt_state0, active0, jnp.zeros((n,), bool), jnp.zeros((n,), jnp.int32))
         _, v, _, _, failed, done_steps = jax.lax.while_loop(cond, body, carry)
 
-        losses, recon = objective(params, buffers, vgg, center, v, jnp.zeros_like(v["code"]), targets, tfeats)
+        losses, recon = objective(params, buffers, vgg, center, enc, v, jnp.zeros_like(v["code"]), targets, tfeats)
         mse = jnp.mean(jnp.square(jnp.clip(recon, -1.0, 1.0) - targets), axis=(1, 2, 3))
         out = {"codes": v["code"], "recon": recon, "loss": losses, "mse": mse, "steps": done_steps,
                "failed": failed}
@@ -197,10 +200,10 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
             out["noise"] = v["noise"]
         return out
 
-    def local(params, buffers, vgg, center, codes0, noise0, targets, hashes, active0, seed):
+    def local(params, buffers, vgg, center, enc, codes0, noise0, targets, hashes, active0, seed):
         # Micro-batches run one after another, each its whole step loop: activations stay in cache, and
         # every image runs in a program of one fixed shape, so its result does not depend on the batch.
-        per_chunk = functools.partial(solve, params, buffers, vgg, center, seed)
+        per_chunk = functools.partial(solve, params, buffers, vgg, center, enc, seed)
         return chunked(per_chunk, codes0.shape[0], codes0, noise0, targets, hashes, active0)
 
     if G.num_devices == 1:
@@ -208,8 +211,8 @@ def build_runner(G: Generator, plan: InversionPlan) -> Callable:
     batch, rep = P(parallel.DATA_AXIS), P()
     # Each device runs its own step loop on its images (no collectives), so the loop carry mixes
     # replicated and per-device values; the varying-axes type check would reject that without cause.
-    sharded = jax.shard_map(local, mesh=G.mesh, in_specs=(rep, rep, rep, rep, batch, batch, batch, batch, batch, rep),
-                            out_specs=batch, check_vma=False)
+    sharded = jax.shard_map(local, mesh=G.mesh, out_specs=batch, check_vma=False,
+                            in_specs=(rep, rep, rep, rep, rep, batch, batch, batch, batch, batch, rep))
     return jax.jit(sharded)
 
 
@@ -239,7 +242,7 @@ def run_batch(G: Generator, plan: InversionPlan, targets: np.ndarray, vgg16: VGG
     n = len(targets)
     t0 = time.perf_counter()
     hashes = image_hashes(targets)
-    codes0 = initial_codes(G, targets, plan.space, plan.init, plan.seed, hashes)
+    codes0 = initial_codes(G, targets, plan.space, plan.init, plan.seed, hashes, plan.encoder)
     center, _ = latent_stats(G, plan.space)
     noise0 = initial_noise_maps(G, n) if plan.optimize_noise else {}
     timings["init_s"] += time.perf_counter() - t0
@@ -256,6 +259,7 @@ def run_batch(G: Generator, plan: InversionPlan, targets: np.ndarray, vgg16: VGG
     args = (G.params, G.buffers,
             jax.device_put(vgg16.params if vgg16 is not None else {}, replicated),
             jax.device_put(np.asarray(center, np.float32), replicated),
+            jax.device_put(plan.encoder.arrays if plan.domain_weight else {}, replicated),
             jax.device_put(padded(codes0), batch_sharding),
             jax.device_put({k: padded(v) for k, v in noise0.items()}, batch_sharding),
             jax.device_put(padded(targets), batch_sharding),
@@ -280,3 +284,26 @@ def run_batch(G: Generator, plan: InversionPlan, targets: np.ndarray, vgg16: VGG
     if "noise" in out:
         result["noise"] = {k: np.asarray(v)[:n] for k, v in out["noise"].items()}
     return result
+
+
+def encode_batch(G: Generator, plan: InversionPlan, targets: np.ndarray, vgg16: VGG16 | None,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """steps 0: the encoder's codes for float [-1, 1] targets and their reconstructions (as `run_batch`)."""
+    n = len(targets)
+    t0 = time.perf_counter()
+    codes = plan.encoder.encode(targets, G.mesh)
+    recon = G.synthesize(codes, plan.space)
+    tg = jnp.asarray(targets)
+    mse = jnp.mean(jnp.square(jnp.clip(recon, -1.0, 1.0) - tg), axis=(1, 2, 3))
+    if callable(plan.loss):
+        loss = plan.loss(recon, tg)
+    else:
+        loss = jnp.mean(jnp.square(recon - tg), axis=(1, 2, 3)) if "mse" in plan.loss else jnp.zeros_like(mse)
+        if plan.uses_lpips:
+            weight = plan.perceptual_weight if "mse" in plan.loss else 1.0
+            loss += weight * lpips_distance(vgg16.params, lpips_features(vgg16.params, recon),
+                                            lpips_features(vgg16.params, tg))
+    out = jax.device_get({"codes": codes, "recon": recon, "loss": loss, "mse": mse})
+    timings["run_s"] += time.perf_counter() - t0
+    result = {k: np.asarray(v, np.float32)[:n] for k, v in out.items()}
+    return {**result, "steps": np.zeros(n, np.int32), "failed": ~np.isfinite(result["loss"])}

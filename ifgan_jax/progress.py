@@ -23,7 +23,8 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         return (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
 
-    def update(self, n: int) -> None:
+    def update(self, n: int, info: str = "") -> None:
+        """Count n more items; `info` (e.g. the current loss) and an ETA join the line when given."""
         self.done += n
         if not self.enabled:
             return
@@ -36,8 +37,19 @@ class Progress:
         self._last_draw, self._last_decile = now, decile
         pct = 100.0 * self.done / max(self.total, 1)
         line = f"{self.desc} {self.done}/{self.total} ({pct:5.1f}%) {self.rate:8.1f} {self.unit}/s"
+        if info:
+            rate = self.rate
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            line += f" {info} ETA {_clock(eta)}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:
             print(file=sys.stderr)
+
+
+def _clock(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

@@ -16,9 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of the codes")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per image (default 1000)")
     p.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, default=16, help="images optimized together (and per commit)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images optimized together (and per commit; default 16, 256 with --steps 0)")
     p.add_argument("--init", default=None,
-                   help="mean | random | best-of-K (default: best-of-256 for z, mean for w/wp)")
+                   help="mean | random | encoder | best-of-K (default: best-of-256 for z, mean for w/wp)")
+    p.add_argument("--encoder", metavar="DIR",
+                   help="a train-encoder directory for --init encoder (default: the model's shipped encoder); "
+                        "--steps 0 keeps its codes as they are")
+    p.add_argument("--domain-weight", type=float, default=0.0,
+                   help="idinvert's domain regularizer: keep codes close to E(G(code)) (needs an encoder)")
     p.add_argument("--vgg16", help="torchvision VGG16 weights (.pth): adds an LPIPS-style perceptual loss")
     p.add_argument("--lpips-lin", help="LPIPS linear heads (.pth) for the perceptual loss (optional)")
     p.add_argument("--perceptual-weight", type=float, default=1.0, help="weight of the perceptual loss")
@@ -41,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     invert.run(args.out, images=args.images, space=args.space, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                init=args.init, vgg16=args.vgg16, lpips_lin=args.lpips_lin, perceptual_weight=args.perceptual_weight,
                optimize_noise=args.optimize_noise, seed=args.seed, crop=not args.no_crop, overwrite=args.overwrite,
-               show_progress=not args.quiet, align=args.align, **model_options(args), **process_options(args))
+               show_progress=not args.quiet, align=args.align, encoder=args.encoder, domain_weight=args.domain_weight,
+               **model_options(args), **process_options(args))
     return 0

@@ -46,13 +46,14 @@ PART_KEYS = ("codes", "mse", "psnr", "loss", "steps", "failed")
 
 
 def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface", weights: str | None = None,
-        space: str = "z", steps: int | None = None, lr: float | None = None, batch_size: int = 16,
+        space: str = "z", steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
         init: str | None = None, vgg16: str | None = None, lpips_lin: str | None = None,
         perceptual_weight: float = 1.0, optimize_noise: bool = False, seed: int = 0, crop: bool = True,
         overwrite: bool = False, show_progress: bool = True, devices: int | None = None,
         micro_batch: int | None = None, coordinator: str | None = None, num_processes: int | None = None,
         process_id: int | None = None, align: bool = False,
-        coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S) -> dict[str, Any] | None:
+        coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S, encoder: str | None = None,
+        domain_weight: float = 0.0) -> dict[str, Any] | None:
     """The `invert` command: check the settings, load the model and images, invert into `out_dir`, print a summary.
 
     Returns the merged result ({"images": metrics, "diverged": count}), or None when this process wrote no
@@ -62,8 +63,13 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     (ifgan_jax/align.py; the photos are loaded center-cropped at `align_load_size(R)` px for that), photos
     where no face is found are skipped into failed.json, and alignment.json records each image's transform
     (working-image pixel -> face pixel) for pasting an edit back (`ifgan_jax.align.paste_back`).
+
+    init 'encoder': start from a trained encoder's codes (`encoder` DIR, default the model's shipped one);
+    steps 0 is the encoder alone, in batches of 256 unless batch_size says otherwise.
     """
-    init = init or None  # an empty --init means the space's default
+    init = init or ("encoder" if encoder else None)  # an empty --init means the space's default
+    if batch_size is None:
+        batch_size = inv.ENCODER_BATCH if steps == 0 else 16
     inv.check_options(steps=steps, lr=lr, seed=seed, batch_size=batch_size, init=init, cli_names=True)
     if not Path(images).exists():
         raise InputError(f"image source {images} does not exist")
@@ -75,7 +81,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     vgg = inv.load_vgg16(vgg16, lpips_lin) if vgg16 else None
     plan = inv.make_plan(G, space, steps=steps, lr=lr, vgg16=vgg, perceptual_weight=perceptual_weight,
                          optimize_noise=optimize_noise, micro_batch=micro_batch, init=init, seed=seed,
-                         batch_size=batch_size, cli_names=True)
+                         batch_size=batch_size, encoder=encoder, domain_weight=domain_weight, cli_names=True)
     alignment = None
     if align:
         loaded, alignment = align_loaded(G, load_images(images, align_load_size(G.resolution), crop=crop))
@@ -86,6 +92,8 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
         raise InputError(f"no usable images in {images} ({len(loaded.failures)} failed: {reasons})")
     identity = run_identity(G, plan, loaded, crop=crop, vgg16_path=vgg16, lpips_lin_path=lpips_lin,
                             with_vgg=vgg is not None)
+    if plan.encoder is not None:  # only then, as for align
+        identity.update(encoder_sha256=plan.encoder.manifest.get("arrays_sha256"), domain_weight=plan.domain_weight)
     if alignment is not None:  # only then: the identities of unaligned runs stay as they were
         identity["align"] = {"load_size": align_load_size(G.resolution), "template": alignment["template"]}
     out = Path(out_dir)
