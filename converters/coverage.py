@@ -1,12 +1,38 @@
-"""Check that a flat state dict has exactly the expected keys and shapes, reporting every problem at once."""
+"""Conversion tables: their rows and transforms (torch layout -> ours), and the check that a flat state dict has
+exactly the expected keys and shapes, reporting every problem at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
 from ifgan_jax.errors import CheckpointError
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One row of a conversion table."""
+
+    source: str  # state-dict key in the file
+    dest: tuple[str, ...]  # ("params" | "buffers", *path)
+    shape: tuple[int, ...]  # expected shape in the state dict
+    transform: Transform
+
+
+def same(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def linear(x: np.ndarray) -> np.ndarray:
+    return x.T  # torch Linear (out, in) -> (in, out)
+
+
+def oihw_to_hwio(x: np.ndarray) -> np.ndarray:
+    return x.transpose(2, 3, 1, 0)  # torch conv (out, in, kh, kw) -> (kh, kw, in, out)
 
 
 def check_state_dict(

@@ -8,49 +8,28 @@ Missing, unexpected and mis-shaped keys are reported together in one CheckpointE
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from converters.coverage import check_state_dict
+from converters.coverage import Entry, check_state_dict
+from converters.coverage import linear as _linear
+from converters.coverage import oihw_to_hwio as _oihw_to_hwio
+from converters.coverage import same as _same
 from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import pggan, stylegan
 
 KINDS = ("pggan", "stylegan")
-Transform = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One row of a conversion table."""
-
-    source: str  # InterFaceGAN state-dict key
-    dest: tuple[str, ...]  # ("params" | "buffers", *path)
-    shape: tuple[int, ...]  # expected shape in the state dict
-    transform: Transform
-
-
-# -- transforms (torch layout -> ours) ----------------------------------------------------------------
-
-
-def _same(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def _oihw_to_hwio(x: np.ndarray) -> np.ndarray:
-    return x.transpose(2, 3, 1, 0)
+# -- transforms (torch layout -> ours) beyond coverage.py's ---------------------------------------------
 
 
 def _first_conv(x: np.ndarray) -> np.ndarray:
     # A 4x4 conv with padding 3 on a 1x1 input: output pixel (i, j) uses tap (3 - i, 3 - j).
     return x.transpose(2, 3, 1, 0)[::-1, ::-1]
-
-
-def _linear(x: np.ndarray) -> np.ndarray:
-    return x.T  # torch Linear (out, in) -> (in, out)
 
 
 def _const(x: np.ndarray) -> np.ndarray:

@@ -14,16 +14,18 @@ alone; the rosinality and TF converters rename their keys to NVlabs' and call it
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converters.coverage import check_state_dict
+from converters.coverage import Entry, check_state_dict
+from converters.coverage import linear as _linear
+from converters.coverage import oihw_to_hwio as _conv
+from converters.coverage import same as _same
 from converters.nvlabs_pickle import Module, describe, is_persistent, load_nvlabs_pickle, to_module
 from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import stylegan2
@@ -50,29 +52,6 @@ MAPPING_SETTINGS: dict[str, Any] = {
     "z_dim": None, "c_dim": None, "w_dim": None, "num_ws": None, "num_layers": None, "lr_multiplier": None,
     "w_avg_beta": None, "embed_features": None, "layer_features": None, "activation": "lrelu",
 }
-Transform = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One row of the conversion table."""
-
-    source: str  # NVlabs state-dict key
-    dest: tuple[str, ...]  # ("params" | "buffers", *path)
-    shape: tuple[int, ...]  # expected shape in the state dict
-    transform: Transform
-
-
-def _same(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def _linear(x: np.ndarray) -> np.ndarray:
-    return x.T  # (out, in) -> (in, out)
-
-
-def _conv(x: np.ndarray) -> np.ndarray:
-    return x.transpose(2, 3, 1, 0)  # OIHW -> HWIO
 
 
 def _rgb(x: np.ndarray) -> np.ndarray:

@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import check_state_dict
+from converters.coverage import Entry, check_state_dict
+from converters.coverage import linear as _linear
+from converters.coverage import oihw_to_hwio as _conv
+from converters.coverage import same as _same
 from converters.nvlabs_pickle import Module
 from converters.stylegan2_pickle import (
     MAPPING_LR_MULTIPLIER,
-    Entry,
     agrees,
     check_against_model,
     check_settings,
@@ -153,18 +155,6 @@ def table(config: stylegan3.Config) -> list[Entry]:
             shape = (spec.down_taps,) * (2 if spec.down_radial else 1)
             t.append(Entry(f"{src}.down_filter", ("buffers", *dst, "down_filter"), shape, _same))
     return t
-
-
-def _same(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def _linear(x: np.ndarray) -> np.ndarray:
-    return x.T
-
-
-def _conv(x: np.ndarray) -> np.ndarray:
-    return x.transpose(2, 3, 1, 0)
 
 
 def convert_state(state: Mapping[str, Any], config: stylegan3.Config, what: str) -> tuple[dict, dict]:

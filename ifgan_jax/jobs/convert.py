@@ -22,10 +22,14 @@ def run(out_dir: str, *, weights: str, kind: str | None = None) -> dict[str, Any
         raise InputError(f"output {out_path} exists and is not a directory")
     if out_path.is_dir() and any(out_path.iterdir()) and not (out_path / "model.json").is_file():
         raise InputError(f"output {out_path} is a non-empty directory that is not a converted model; not replacing it")
-    fmt = "nvidia-pkl" if weights_path.suffix.lower() == ".pkl" else "interfacegan-pth"
     # Everything is converted in memory first; save_model writes a temp dir and renames, so a failure
     # leaves no half-written model behind.
     family, config, params, buffers = convert_generator_file(weights_path, kind=kind)
+    pickle = weights_path.suffix.lower() == ".pkl"
+    if family in ("pggan", "stylegan"):
+        fmt = "nvidia-pkl" if pickle else "interfacegan-pth"
+    else:
+        fmt = "nvidia-pkl" if pickle else "rosinality-pt"
     source = {"path": str(weights_path.absolute()), "sha256": sha256_file(weights_path), "format": fmt}
     directory = save_model(out_path, family=family, config=dataclasses.asdict(config), params=params,
                            buffers=buffers, source=source)
