@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +61,18 @@ def check_state_dict(
         problems.append(f"shape mismatches [{'; '.join(mismatched)}]")
     if problems:
         raise CheckpointError(f"{what} does not match the architecture: " + ", ".join(problems))
+
+
+def check_against_model(params: dict, buffers: dict, shapes: tuple[dict, dict], what: str) -> None:
+    """The converted trees must have exactly the model's structure and shapes (guards a conversion table)."""
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, tuple]:
+        out = {}
+        for k, v in tree.items():
+            out.update(flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": tuple(v.shape)})
+        return out
+
+    for got, want, name in ((params, shapes[0], "params"), (buffers, shapes[1], "buffers")):
+        if flat(got) != flat(want):
+            diff = sorted(set(flat(got).items()) ^ set(flat(want).items()))[:6]
+            raise AssertionError(f"{what}: converted {name} do not match the model: {diff}")

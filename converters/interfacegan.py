@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import Entry, check_state_dict
+from converters.coverage import Entry, check_against_model, check_state_dict
 from converters.coverage import linear as _linear
 from converters.coverage import oihw_to_hwio as _oihw_to_hwio
 from converters.coverage import same as _same
@@ -210,21 +210,6 @@ def _check_lod(value: Any, key: str) -> None:
         )
 
 
-def _check_against_model(params: dict, buffers: dict, shapes: tuple[dict, dict], what: str) -> None:
-    """The converted trees must have exactly the model's structure and shapes (guards the tables)."""
-
-    def flat(tree: Any, prefix: str = "") -> dict[str, tuple]:
-        out = {}
-        for k, v in tree.items():
-            out.update(flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": tuple(v.shape)})
-        return out
-
-    for got, want, name in ((params, shapes[0], "params"), (buffers, shapes[1], "buffers")):
-        if flat(got) != flat(want):
-            diff = sorted(set(flat(got).items()) ^ set(flat(want).items()))[:6]
-            raise AssertionError(f"{what}: converted {name} do not match the model: {diff}")
-
-
 def convert_pggan(state_dict: Mapping[str, Any]) -> tuple[pggan.Config, dict, dict]:
     """InterFaceGAN PGGAN state dict -> (Config, params, buffers); every key and shape checked."""
     state_dict = _ensure_mapping(state_dict)
@@ -239,7 +224,7 @@ def convert_pggan(state_dict: Mapping[str, Any]) -> tuple[pggan.Config, dict, di
     what = f"PGGAN {config.resolution}x{config.resolution} state dict"
     params, buffers = _apply_table(state_dict, pggan_table(config), optional={}, what=what)
     _check_lod(state_dict["lod"], "lod")
-    _check_against_model(params, buffers, pggan.param_shapes(config), what)
+    check_against_model(params, buffers, pggan.param_shapes(config), what)
     return config, params, buffers
 
 
@@ -289,7 +274,7 @@ def convert_stylegan(
     params, buffers = _apply_table(state_dict, stylegan_table(config), optional=dropped, what=what)
     _check_lod(state_dict["synthesis.lod"], "synthesis.lod")
     _check_blur_kernels(state_dict, dropped, what)
-    _check_against_model(params, buffers, stylegan.param_shapes(config), what)
+    check_against_model(params, buffers, stylegan.param_shapes(config), what)
     return config, params, buffers
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.pickle_globals import codecs_encode, numpy_globals
 from ifgan_jax.errors import CheckpointError
 
 PERSISTENCE_GLOBAL = ("torch_utils.persistence", "_reconstruct_persistent_obj")
@@ -116,24 +117,7 @@ class _EasyDict(dict):
     """dnnlib.util.EasyDict: a dict subclass; kept as a dict."""
 
 
-def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
-        raise CheckpointError("pickle calls _codecs.encode with unexpected arguments")
-    return text.encode(encoding)
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray, numeric  # numpy's own pickle reconstructors
-
-    found: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for module in ("numpy.core", "numpy._core"):
-        found[(f"{module}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        found[(f"{module}.multiarray", "scalar")] = multiarray.scalar
-        found[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
-    return found
-
-
-_NUMPY = _numpy_globals()
+_NUMPY = numpy_globals()
 
 
 def check_pickle_opcodes(data: bytes | memoryview, what: str = "pickle",
@@ -194,7 +178,7 @@ class _Loader:
             ("builtins", "set"): set, ("__builtin__", "set"): set,
             ("builtins", "frozenset"): frozenset,
             ("dnnlib.util", "EasyDict"): _EasyDict,
-            ("_codecs", "encode"): _codecs_encode,
+            ("_codecs", "encode"): codecs_encode,
             **_NUMPY,
         }
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import Entry, check_state_dict
+from converters.coverage import Entry, check_against_model, check_state_dict
 from converters.coverage import linear as _linear
 from converters.coverage import oihw_to_hwio as _conv
 from converters.coverage import same as _same
@@ -139,21 +139,6 @@ def convert_nvlabs_state_dict(state: Mapping[str, Any], config: stylegan2.Config
         node[e.dest[-1]] = np.array(e.transform(value), order="C")
     check_against_model(trees["params"], trees["buffers"], stylegan2.param_shapes(config), what)
     return trees["params"], trees["buffers"]
-
-
-def check_against_model(params: dict, buffers: dict, shapes: tuple[dict, dict], what: str) -> None:
-    """The converted trees must have exactly the model's structure and shapes (guards the table)."""
-
-    def flat(tree: Any, prefix: str = "") -> dict[str, tuple]:
-        out = {}
-        for k, v in tree.items():
-            out.update(flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": tuple(v.shape)})
-        return out
-
-    for got, want, name in ((params, shapes[0], "params"), (buffers, shapes[1], "buffers")):
-        if flat(got) != flat(want):
-            diff = sorted(set(flat(got).items()) ^ set(flat(want).items()))[:6]
-            raise AssertionError(f"{what}: converted {name} do not match the model: {diff}")
 
 
 # -- the recorded architecture -> Config --------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import Entry, check_state_dict
+from converters.coverage import Entry, check_against_model, check_state_dict
 from converters.coverage import linear as _linear
 from converters.coverage import oihw_to_hwio as _conv
 from converters.coverage import same as _same
@@ -24,7 +24,6 @@ from converters.nvlabs_pickle import Module
 from converters.stylegan2_pickle import (
     MAPPING_LR_MULTIPLIER,
     agrees,
-    check_against_model,
     check_settings,
     child_module,
     number,

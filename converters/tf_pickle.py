@@ -33,6 +33,7 @@ import numpy as np
 
 from converters import interfacegan
 from converters.coverage import check_state_dict
+from converters.pickle_globals import codecs_encode, numpy_globals
 from ifgan_jax.errors import CheckpointError
 from ifgan_jax.models import pggan, stylegan
 
@@ -92,24 +93,6 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     return object.__new__(cls)
 
 
-def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    # Python 3 writes bytes into protocol 0-2 pickles as _codecs.encode(str, 'latin1'); only that is allowed.
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
-        raise CheckpointError("pickle calls _codecs.encode with unexpected arguments")
-    return text.encode(encoding)
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray, numeric
-
-    found: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for module in ("numpy.core", "numpy._core"):
-        found[(f"{module}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        found[(f"{module}.multiarray", "scalar")] = multiarray.scalar
-        found[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
-    return found
-
-
 _ALLOWED: dict[tuple[str, str], Any] = {
     **{tuple(name.rsplit(".", 1)): stub for name, stub in _STUBS.items()},
     ("dnnlib.util", "EasyDict"): _EasyDict,
@@ -118,8 +101,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("copyreg", "_reconstructor"): _safe_reconstructor,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
-    ("_codecs", "encode"): _codecs_encode,
-    **_numpy_globals(),
+    ("_codecs", "encode"): codecs_encode,
+    **numpy_globals(),
 }
 
 
