@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 from ifgan_jax import latents, parallel, store
 from ifgan_jax.errors import InputError
 from ifgan_jax.model_cache import resolve_model_dir
-from ifgan_jax.models.base import Architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
 from ifgan_jax.registry import DEFAULT_MODEL, family_module
 
 # XLA:CPU keeps activations in cache when a big batch runs as a loop of small ones (benchmarks/NOTES.md:
@@ -146,11 +147,18 @@ class Generator:
         z = latents.normalize_z(self.check_codes(z, "z")) if self.arch.normalize_z else jnp.asarray(z)
         return _jit_call(self.arch.mapping, self.params, self.buffers, z)
 
-    def truncate(self, w: Any) -> jax.Array:
-        """Truncated W+ codes (N, L, d) for W codes (StyleGAN only)."""
+    def truncate(self, w: Any, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
+        """Truncated W+ codes (N, L, d) for W codes (StyleGAN families): w_avg + psi (w - w_avg) on the first
+        `cutoff` layers. psi None: the model's (InterFaceGAN's 0.7 for StyleGAN, NVlabs' 1 for StyleGAN2/3);
+        cutoff: None for every layer, CONFIG_CUTOFF (the default) for the model's."""
         if self.arch.truncate is None:
             raise InputError(f"{self.name} has no truncation (spaces: {self.spaces})")
-        return _jit_call(self.arch.truncate, self.params, self.buffers, jnp.asarray(self.check_codes(w, "w")))
+        if psi is not None and not (isinstance(psi, (int, float)) and math.isfinite(psi)):
+            raise InputError(f"psi must be a finite number or None, got {psi!r}")
+        if cutoff is not None and cutoff != CONFIG_CUTOFF and not (isinstance(cutoff, int) and cutoff >= 0):
+            raise InputError(f"cutoff must be a layer count >= 0 or None (every layer), got {cutoff!r}")
+        return _jit_truncate(self.arch.truncate, self.params, self.buffers, jnp.asarray(self.check_codes(w, "w")),
+                             None if psi is None else float(psi), cutoff)
 
     def _run(self, codes: Any, space: str, key: jax.Array | None, head: Callable, head_params: Any) -> Any:
         if isinstance(codes, jax.Array):
@@ -233,6 +241,11 @@ def _jit_call(fn, params, buffers, x):
     return fn(params, buffers, x)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _jit_truncate(fn, params, buffers, w, psi, cutoff):
+    return fn(params, buffers, w, psi=psi, cutoff=cutoff)
+
+
 def load_generator(
     model: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -247,6 +260,9 @@ def load_generator(
     try:
         module = family_module(manifest["family"])
         config = module.Config(**manifest["config"])
+        if hasattr(module, "param_shapes"):  # the config must build the arrays' shapes, or fail here in one line
+            store.check_shapes(directory, {"params": params, "buffers": buffers},
+                               dict(zip(("params", "buffers"), module.param_shapes(config), strict=True)))
         name = manifest.get("source", {}).get("model") or str(model)
         return Generator(name, module.architecture(config), params, buffers,
                          micro_batch=micro_batch, max_batch=max_batch, devices=devices, config=config)

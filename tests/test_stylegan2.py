@@ -26,7 +26,7 @@ from converters.stylegan2_pickle import RESAMPLE_FILTER_2D, convert_generator_mo
 from converters.stylegan2_tf import convert_tf_network
 from converters.tf_pickle import find_generator, load_network_pickle
 from ifgan_jax.cli import main
-from ifgan_jax.errors import CheckpointError
+from ifgan_jax.errors import CheckpointError, InputError
 from ifgan_jax.models import stylegan2
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -140,6 +140,14 @@ def test_cli_convert_then_load_generator(tmp_path, capsys):
     images = np.asarray(G.synthesize(io["wp_cut"], space="wp"))
     assert rel_err(nchw(images), io["image_const"]) <= PARITY_TOL
     assert G.synthesize_uint8(io["z"]).shape == (2, 32, 32, 3)
+    # Generator.truncate takes psi and cutoff (the reference's own truncation, in the fixture).
+    w = G.mapping(io["z"])
+    assert rel_err(G.truncate(w, psi=PSI, cutoff=CUTOFF), io["wp_cut"]) <= PARITY_TOL
+    assert rel_err(G.truncate(w, psi=PSI_ALL, cutoff=None), io["wp_all"]) <= PARITY_TOL
+    assert np.array_equal(G.truncate(w), np.broadcast_to(np.asarray(w)[:, None], io["wp_cut"].shape))  # psi 1
+    for bad in ({"psi": float("nan")}, {"cutoff": -3}, {"cutoff": 2.5}):
+        with pytest.raises(InputError, match="psi|cutoff"):
+            G.truncate(w, **bad)
 
 
 # -- NVIDIA's TF StyleGAN2 pickles -------------------------------------------------------------------

@@ -39,6 +39,13 @@ def test_generator_spaces_match_reference(model_dir):
     assert rel(w, io["w"]) <= PARITY_TOL
     wp = np.asarray(G.truncate(w))
     assert rel(wp, io["wp"]) <= PARITY_TOL
+    # InterFaceGAN's psi 0.7 on the first 8 layers is the default; other settings follow the same formula.
+    w_avg = np.asarray(G.buffers["truncation"]["w_avg"])
+    for psi, cutoff, layers in ((0.7, 8, 8), (0.5, 3, 3), (0.5, None, 10), (1.0, None, 0)):
+        expected = np.broadcast_to(w[:, None], wp.shape).copy()
+        expected[:, :layers] = w_avg + (expected[:, :layers] - w_avg) * psi
+        np.testing.assert_allclose(np.asarray(G.truncate(w, psi=psi, cutoff=cutoff)), expected, rtol=1e-6,
+                                   atol=1e-6)
     image = np.asarray(G.synthesize(io["wp"], space="wp")).transpose(0, 3, 1, 2)
     assert rel(image, io["image"]) <= PARITY_TOL
     free = np.asarray(G.synthesize(io["wp_free"], space="wp")).transpose(0, 3, 1, 2)

@@ -14,8 +14,10 @@ Buffers = dict[str, Any]  # nested dict of arrays that are not trained (noise, w
 # synthesize(params, buffers, codes, space, key) -> images NHWC float32, raw output (about [-1, 1]).
 # `space` is a static string; `key` is a PRNG key or None (used only by random noise).
 SynthesizeFn = Callable[[Params, Buffers, jax.Array, str, jax.Array | None], jax.Array]
-# mapping(params, buffers, z) -> w (untruncated); truncate(params, buffers, w) -> wp.
+# mapping(params, buffers, z) -> w (untruncated); truncate(params, buffers, w, psi=None, cutoff=CONFIG_CUTOFF)
+# -> wp, with psi (None: the config's) on the first `cutoff` layers (None: all; CONFIG_CUTOFF: the config's).
 MappingFn = Callable[[Params, Buffers, jax.Array], jax.Array]
+CONFIG_CUTOFF = -1
 
 
 @dataclasses.dataclass(frozen=True)

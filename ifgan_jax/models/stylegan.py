@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import Architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
 from ifgan_jax.models.layers import (
     CONV_GAIN,
     Buffer,
@@ -138,17 +138,20 @@ class Truncation(nnx.Module):
 
     def __init__(self, config: Config):
         self.w_avg = Buffer(jnp.zeros((config.latent_dim,)))
-        coefs = np.ones((config.num_layers, 1), np.float32)
-        coefs[: config.truncation_layers] = config.truncation_psi
-        self.coefs = tuple(float(c) for c in coefs[:, 0])  # static (hashable) per-layer coefficients
+        self.psi = float(config.truncation_psi)
+        self.cutoff = int(config.truncation_layers)
         self.num_layers = config.num_layers
 
-    def __call__(self, w: jax.Array) -> jax.Array:
+    def __call__(self, w: jax.Array, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
+        """psi (None: the config's) on the first `cutoff` layers (None: all; CONFIG_CUTOFF: the config's)."""
+        psi = self.psi if psi is None else float(psi)
+        cutoff = self.cutoff if cutoff == CONFIG_CUTOFF else self.num_layers if cutoff is None else cutoff
+        coefs = np.ones((self.num_layers, 1), np.float32)
+        coefs[:cutoff] = psi
         w_avg = self.w_avg[...]
         wp = jnp.broadcast_to(w[:, None, :], (w.shape[0], self.num_layers, w.shape[-1]))
-        coefs = jnp.asarray(self.coefs, jnp.float32)[:, None]
-        # The same formula on every layer (coefficient 1 past truncation_layers), as InterFaceGAN.
-        return w_avg + (wp - w_avg) * coefs
+        # The same formula on every layer (coefficient 1 past the cutoff), as InterFaceGAN.
+        return w_avg + (wp - w_avg) * jnp.asarray(coefs)
 
 
 class NoiseApplying(nnx.Module):
@@ -321,8 +324,8 @@ def architecture(config: Config) -> Architecture:
     def mapping(params, buffers, z):
         return bound.apply(params, buffers, lambda m, z: m.mapping(z), z)
 
-    def truncate(params, buffers, w):
-        return bound.apply(params, buffers, lambda m, w: m.truncation(w), w)
+    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF):
+        return bound.apply(params, buffers, lambda m, w: m.truncation(w, psi, cutoff), w)
 
     def synthesize(params, buffers, codes, space, key=None):
         if space not in SPACES:

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import Architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
 from ifgan_jax.models.layers import Buffer
 from ifgan_jax.models.nnx_bind import bind
 
@@ -345,48 +347,46 @@ class StyleGAN2Generator(nnx.Module):
         self.synthesis = Synthesis(config)
         self.config = config
 
-    def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = -1) -> jax.Array:
+    def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
         psi = self.config.truncation_psi if psi is None else psi
-        cutoff = self.config.truncation_cutoff if cutoff == -1 else cutoff
+        cutoff = self.config.truncation_cutoff if cutoff == CONFIG_CUTOFF else cutoff
         return self.mapping.truncate(w, self.config.num_layers, psi, cutoff)
 
 
 def architecture(config: Config) -> Architecture:
     """StyleGAN2 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
-    bound = bind(lambda rngs: StyleGAN2Generator(config))
+    return mapped_architecture("stylegan2", bind(lambda rngs: StyleGAN2Generator(config)), config.resolution,
+                               config.w_dim, config.num_layers, lambda m, wp, key: m.synthesis(wp, key))
+
+
+def mapped_architecture(family: str, bound: Any, resolution: int, w_dim: int, num_ws: int,
+                        synthesis: Callable[[Any, jax.Array, jax.Array | None], jax.Array]) -> Architecture:
+    """The `Architecture` of a bound generator module with `mapping(z)`, `truncate(w, psi, cutoff)` and
+    `synthesis(m, wp, key)` (StyleGAN2 and StyleGAN3): z -> mapping -> truncation -> synthesis."""
 
     def mapping(params, buffers, z):
         return bound.apply(params, buffers, lambda m, z: m.mapping(z), z)
 
-    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = -1):
+    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF):
         """W+ codes; psi / cutoff default to the config's (cutoff None: every layer)."""
         return bound.apply(params, buffers, lambda m, w: m.truncate(w, psi, cutoff), w)
 
     def synthesize(params, buffers, codes, space, key=None):
         if space not in SPACES:
-            raise ValueError(f"StyleGAN2 spaces are {SPACES}, not {space!r}")
+            raise ValueError(f"{family} spaces are {SPACES}, not {space!r}")
 
-        def run(m: StyleGAN2Generator, codes: jax.Array) -> jax.Array:
+        def run(m: Any, codes: jax.Array) -> jax.Array:
             x = codes
             if space == "z":
                 x = m.mapping(x)
             if space in ("z", "w"):
                 x = m.truncate(x)
-            return m.synthesis(x, key)
+            return synthesis(m, x, key)
 
         return bound.apply(params, buffers, run, codes)
 
-    return Architecture(
-        family="stylegan2",
-        resolution=config.resolution,
-        latent_dim=config.w_dim,
-        spaces=SPACES,
-        num_layers=config.num_layers,
-        normalize_z=False,
-        synthesize=synthesize,
-        mapping=mapping,
-        truncate=truncate,
-    )
+    return Architecture(family=family, resolution=resolution, latent_dim=w_dim, spaces=SPACES, num_layers=num_ws,
+                        normalize_z=False, synthesize=synthesize, mapping=mapping, truncate=truncate)
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:

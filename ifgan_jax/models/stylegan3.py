@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import Architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
 from ifgan_jax.models.layers import Buffer
 from ifgan_jax.models.nnx_bind import bind
-from ifgan_jax.models.stylegan2 import NOISE_MODES, SPACES, Dense, Mapping, bias_act
+from ifgan_jax.models.stylegan2 import NOISE_MODES, Dense, Mapping, bias_act, mapped_architecture
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -317,40 +317,16 @@ class StyleGAN3Generator(nnx.Module):
         self.synthesis = Synthesis(config)
         self.config = config
 
-    def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = -1) -> jax.Array:
+    def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
         psi = self.config.truncation_psi if psi is None else psi
-        cutoff = self.config.truncation_cutoff if cutoff == -1 else cutoff
+        cutoff = self.config.truncation_cutoff if cutoff == CONFIG_CUTOFF else cutoff
         return self.mapping.truncate(w, self.config.num_ws, psi, cutoff)
 
 
 def architecture(config: Config) -> Architecture:
     """StyleGAN3 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
-    bound = bind(lambda rngs: StyleGAN3Generator(config))
-
-    def mapping(params, buffers, z):
-        return bound.apply(params, buffers, lambda m, z: m.mapping(z), z)
-
-    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = -1):
-        """W+ codes; psi / cutoff default to the config's (cutoff None: every layer)."""
-        return bound.apply(params, buffers, lambda m, w: m.truncate(w, psi, cutoff), w)
-
-    def synthesize(params, buffers, codes, space, key=None):
-        if space not in SPACES:
-            raise ValueError(f"StyleGAN3 spaces are {SPACES}, not {space!r}")
-
-        def run(m: StyleGAN3Generator, codes: jax.Array) -> jax.Array:
-            x = codes
-            if space == "z":
-                x = m.mapping(x)
-            if space in ("z", "w"):
-                x = m.truncate(x)
-            return m.synthesis(x)
-
-        return bound.apply(params, buffers, run, codes)
-
-    return Architecture(family="stylegan3", resolution=config.resolution, latent_dim=config.w_dim, spaces=SPACES,
-                        num_layers=config.num_ws, normalize_z=False, synthesize=synthesize, mapping=mapping,
-                        truncate=truncate)
+    return mapped_architecture("stylegan3", bind(lambda rngs: StyleGAN3Generator(config)), config.resolution,
+                               config.w_dim, config.num_ws, lambda m, wp, key: m.synthesis(wp))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:
