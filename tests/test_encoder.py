@@ -232,3 +232,30 @@ def test_kill_9_then_resume_gives_identical_params(tmp_path, dcgan):
     assert run_cli(*args, "-o", str(tmp_path / "killed")).returncode == 0
     a, b = (json.loads((tmp_path / d / enc.MANIFEST).read_text()) for d in ("straight", "killed"))
     assert a["arrays_sha256"] == b["arrays_sha256"]
+
+
+@needs_dcgan
+def test_perceptual_term_is_lpips_on_the_reconstruction(dcgan):
+    """With VGG16 weights the pixel term is mse + (perceptual / pixel weight) * LPIPS of G(E(x)) against x,
+    LPIPS computed here apart from the step (tiny VGG16 fixture, torchvision layout)."""
+    import jax.numpy as jnp
+
+    from ifgan_jax.models import vgg16 as vggm
+
+    G = dcgan
+    vgg = inv.load_vgg16(FIXTURES / "invert" / "vgg16_tiny.pth")
+    E = enc.new_encoder(G, "z", 0, base_channels=8, max_channels=16, hidden=32)
+    z = jnp.asarray(G.sample_latents(7, 0, 4))
+    metrics = {}
+    for name, weight, net in (("plain", 0.0, None), ("perceptual", 2.0, vgg)):
+        settings = enc.TrainSettings(space="z", steps=1, batch_size=4, lr=1e-3, seed=0, perceptual_weight=weight)
+        step = enc.make_train_step(G, E, settings, net)
+        _, metrics[name] = step(enc.initial_state(E, settings), enc.train_constants(G, E, net), z, jnp.zeros(()))
+    x = G.synthesize(z)
+    recon = G.synthesize(E.apply(E.arrays, x))
+    lpips = np.asarray(vggm.lpips_distance(vgg.params, vggm.lpips_features(vgg.params, recon),
+                                           vggm.lpips_features(vgg.params, x)))
+    assert lpips.mean() > 0
+    expected = float(metrics["plain"]["pixel"]) + 2.0 / 10.0 * lpips.mean()  # pixel weight 10 (the default)
+    assert float(metrics["perceptual"]["pixel"]) == pytest.approx(expected, rel=1e-4)
+    assert float(metrics["perceptual"]["mse"]) == pytest.approx(float(metrics["plain"]["mse"]), rel=1e-5)
