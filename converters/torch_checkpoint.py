@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.torch_zip import EXPANSION_ALLOWANCE, MemberReader, find_top
 from ifgan_jax.errors import CheckpointError
 
 __all__ = ["flatten_state_dict", "read_torch_checkpoint"]
@@ -47,11 +48,8 @@ _MAX_NDIM = 64
 # Tensors may legitimately be larger than their storage (expanded views with stride 0), and several
 # tensors may view one storage. A hostile pickle can exploit both to request terabytes from a tiny file by
 # re-using one storage over and over, so the arrays built for one file may total at most twice the file's
-# size plus this allowance.
-_EXTRA_OUTPUT_BYTES = 256 << 20
-# torch never compresses zip members, but a re-packed archive might; deflate cannot expand data by more
-# than ~1032x, so a member claiming more than that is lying about its size.
-_MAX_DEFLATE_RATIO = 1032
+# size plus this allowance (zip members read obey the same bound: converters/torch_zip.py).
+_EXTRA_OUTPUT_BYTES = EXPANSION_ALLOWANCE
 _MAX_MESSAGE_PART = 120
 
 
@@ -528,42 +526,18 @@ def _plain_load(stream: Any, what: str) -> Any:
 # -- zip format ---------------------------------------------------------------------------------------
 
 
-def _find_top(zf: zipfile.ZipFile) -> str:
-    tops = {n[: -len("/data.pkl")] for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1}
-    if not tops:
-        raise CheckpointError("zip archive has no <folder>/data.pkl entry; it was not written by torch.save")
-    if len(tops) > 1:
-        raise CheckpointError(f"zip archive has several data.pkl folders: {_short(sorted(tops))}")
-    return tops.pop()
-
-
-def _read_member(zf: zipfile.ZipFile, name: str, archive_size: int, what: str) -> bytes:
-    try:
-        info = zf.getinfo(name)
-    except KeyError:
-        raise CheckpointError(f"{what} {_short(name)!r} is missing from the archive") from None
-    if info.flag_bits & 0x1:
-        raise CheckpointError(f"{what} {_short(name)!r} is encrypted")
-    if info.compress_size > archive_size:
-        raise CheckpointError(f"{what} {_short(name)!r} claims more bytes than the archive holds")
-    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
-        raise CheckpointError(f"{what} {_short(name)!r} has inconsistent sizes in the zip directory")
-    if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
-        raise CheckpointError(f"{what} {_short(name)!r} claims an implausible uncompressed size")
-    return zf.read(info)
-
-
 def _read_zip(path: str, archive_size: int) -> Any:
     with zipfile.ZipFile(path) as zf:
-        prefix = _find_top(zf) + "/"
+        prefix = find_top(zf) + "/"
+        members = MemberReader(zf, archive_size)  # caps the bytes all members together expand to
         byteorder = "little"  # files from torch 1.6-1.9 have no byteorder record; they were little-endian
         if prefix + "byteorder" in set(zf.namelist()):
-            raw_order = _read_member(zf, prefix + "byteorder", archive_size, "byte order record")
+            raw_order = members.read(prefix + "byteorder", "byte order record")
             byteorder = raw_order.decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise CheckpointError(f"unknown byte order {_short(byteorder)!r} in the archive")
-        data_pkl = _read_member(zf, prefix + "data.pkl", archive_size, "pickle")
-        cache: dict[str, bytes] = {}
+        data_pkl = members.read(prefix + "data.pkl", "pickle")
+        cache: dict[str, bytearray] = {}
 
         def storage_for(pid: tuple[Any, ...]) -> _StorageRef:
             if len(pid) != 5:
@@ -575,7 +549,7 @@ def _read_zip(path: str, archive_size: int) -> Any:
                 raise CheckpointError(f"malformed storage key {_short(key)!r}")
             _nonneg_int(numel, "storage size")
             if key not in cache:
-                cache[key] = _read_member(zf, f"{prefix}data/{key}", archive_size, "storage")
+                cache[key] = members.read(f"{prefix}data/{key}", "storage")
             raw = cache[key]
             nbytes = numel * storage_type.dtype.itemsize
             if nbytes > len(raw):

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ifgan_jax.errors import InputError
+
 # Codes are drawn in aligned blocks of this many indices, always by the same compiled program, so a
 # row's bytes never depend on how a caller batches its requests.
 BLOCK = 1024
@@ -24,9 +26,9 @@ def _block(seed: jax.Array, block_index: jax.Array, dim: int) -> jax.Array:
 def sample_latents(seed: int, start: int, count: int, dim: int) -> np.ndarray:
     """Standard-normal codes for indices [start, start + count): (count, dim) float32."""
     if count < 0 or start < 0:
-        raise ValueError(f"start and count must be >= 0, got start={start}, count={count}")
+        raise InputError(f"start and count must be >= 0, got start={start}, count={count}")
     if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+        raise InputError(f"seed must be in [0, 2**32), got {seed}")
     out = np.empty((count, dim), dtype=np.float32)
     stop = start + count
     first, last = start // BLOCK, (stop - 1) // BLOCK if count else start // BLOCK - 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from ifgan_jax import store
@@ -37,16 +38,26 @@ def resolve_model_dir(model: str | os.PathLike, weights: str | os.PathLike | Non
         )
     target = cache_home() / "models" / f"{entry.name}-{digest[:16]}"
     if store.is_model_dir(target):
-        return target
+        try:
+            reason = store.damage(target)
+        except InputError as err:  # an unreadable model.json
+            reason = str(err)
+        if reason is None:
+            return target
+        print(f"{target} is damaged ({reason}); converting {source} again", file=sys.stderr, flush=True)
     family, config, params, buffers = convert_source(entry, source)
-    store.save_model(
-        target,
-        family=family,
-        config=dataclasses.asdict(config),
-        params=params,
-        buffers=buffers,
-        source={"model": entry.name, "path": str(source), "sha256": digest},
-    )
+    try:
+        store.save_model(
+            target,
+            family=family,
+            config=dataclasses.asdict(config),
+            params=params,
+            buffers=buffers,
+            source={"model": entry.name, "path": str(source), "sha256": digest},
+        )
+    except OSError as err:
+        raise InputError(f"cannot save the converted {entry.name} under {cache_home()} ($IFGAN_HOME): "
+                         f"{err.strerror or err}; set IFGAN_HOME to a writable folder with space") from None
     return target
 
 

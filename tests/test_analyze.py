@@ -229,7 +229,7 @@ def test_bad_pair_before_anything_is_written(tmp_path):
     np.save(tmp_path / "s.npy", scores)
     out = tmp_path / "out"
     res = run_cli("analyze", "-c", str(tmp_path / "z.npy"), "-s", str(tmp_path / "s.npy"), "-o", str(out),
-                  "--pairs", "age|female")
+                  "--predictor", "fer,age,gender", "--pairs", "age|female")
     _one_line_error(res, "--pairs", "female is 1 - male")  # not a boundary of its own
     res = run_cli("analyze", "-c", str(tmp_path / "z.npy"), "-s", str(tmp_path / "s.npy"), "-o", str(out),
                   "--predictor", "gender")

@@ -118,6 +118,15 @@ def test_interleaved_times_long_calls_are_not_blocked():
     assert t["s"]["runs"] == t["f"]["runs"] == 2 and calls == ["s", "f", "s", "f", "f", "s"]
 
 
+
+def test_interleaved_times_first_s_replaces_the_warm_up():
+    # A caller that already called a fn once (e.g. to compare outputs) passes its time: no second warm-up call.
+    calls = []
+    t = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2,
+                          min_seconds=0.0, block_seconds=0.0, settle_seconds=0.0, first_s={"a": 7.0})
+    assert calls.count("a") == 2 and calls.count("b") == 3 and calls[0] == "b"
+    assert t["a"]["first_s"] == 7.0 and t["a"]["runs"] == t["b"]["runs"] == 2 and t["b"]["first_s"] < 7.0
+
 @needs_dcgan
 def test_flops_per_image_do_not_depend_on_the_loops(dcgan):
     # Cost analysis counts a loop body once; the count must come from a loop-free batch at every batch size.

@@ -8,7 +8,13 @@ import numpy as np
 
 from ifgan_jax.errors import InputError
 
-__all__ = ["as_row", "project_boundary"]
+__all__ = ["SPAN_RTOL", "as_row", "project_boundary"]
+
+# Boundaries are stored in float32 (relative rounding ~6e-8 per element) and computed in float32 over up to
+# thousands of dimensions (errors up to ~1e-5 of the norm). A direction within this fraction of its norm of a
+# span is that span plus rounding: conditions that close to dependent, or a primal that close to their span,
+# are refused instead of returning a unit-scaled rounding residue.
+SPAN_RTOL = 1e-4
 
 
 def as_row(b: Any, what: str) -> np.ndarray:
@@ -44,11 +50,15 @@ def project_boundary(primal: np.ndarray, *conditions: np.ndarray) -> np.ndarray:
     mat = np.stack(conds, axis=1)  # (d, k)
     if mat.shape[1] > p.size:
         raise InputError(f"{mat.shape[1]} conditions in {p.size} dims are linearly dependent")
-    q, r = np.linalg.qr(mat / np.linalg.norm(mat, axis=0))
-    if np.min(np.abs(np.diag(r))) < 1e-10:
-        raise InputError("condition boundaries are linearly dependent (rank deficient); drop the redundant ones")
-    new = p - q @ (q.T @ p)
+    # Singular values of the unit-normalized conditions: the smallest relative to the largest says how close
+    # to dependent they are (float32-appropriate, see SPAN_RTOL); U spans the same space for the projection.
+    u, sv, _ = np.linalg.svd(mat / np.linalg.norm(mat, axis=0), full_matrices=False)
+    if sv[-1] < SPAN_RTOL * sv[0]:
+        raise InputError(f"condition boundaries are linearly dependent up to float32 rounding (singular values "
+                         f"{sv[-1]:.1e} / {sv[0]:.1e}); drop the redundant ones")
+    new = p - u @ (u.T @ p)
     norm = np.linalg.norm(new)
-    if norm < 1e-10 * np.linalg.norm(p):
-        raise InputError("primal boundary lies in the span of the conditions; its projection is zero")
+    if norm < SPAN_RTOL * np.linalg.norm(p):
+        raise InputError(f"primal boundary lies in the span of the conditions up to float32 rounding (what is left "
+                         f"is {norm / np.linalg.norm(p):.1e} of it); there is no conditional direction")
     return (new / norm)[None]

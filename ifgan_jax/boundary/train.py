@@ -23,6 +23,12 @@ from ifgan_jax.errors import InputError
 
 __all__ = ["BoundaryResult", "TrainedBoundaries", "train_boundaries", "train_boundary"]
 
+# The SVM's margin is 1: a hyperplane whose decision values differ by less than this across the training codes
+# separates nothing (identical codes, or codes that do not vary where the classes differ). The float32 solver
+# then returns rounding noise (a weight norm of ~1e-6) that unit scaling would present as a boundary; real
+# boundaries span several margins (the support vectors alone sit at -1 and +1).
+MIN_DECISION_RANGE = 1e-3
+
 
 @dataclasses.dataclass(frozen=True)
 class BoundaryResult:
@@ -67,6 +73,10 @@ def _decision_f64(codes: np.ndarray, rows: np.ndarray, w: np.ndarray, b: float, 
 def _accuracy(decision: np.ndarray, labels: np.ndarray) -> float | None:
     # sklearn's SVC.predict picks class 1 only for a strictly positive decision value.
     return float(np.mean((decision > 0) == (labels == 1))) if labels.size else None
+
+
+def _span(decision: np.ndarray) -> float:
+    return float(np.max(decision) - np.min(decision)) if decision.size else 0.0
 
 
 def _unit_boundary(coef: np.ndarray) -> np.ndarray:
@@ -118,11 +128,13 @@ def train_boundaries(
     intercepts = np.zeros(a, np.float64)
     infos: list[dict[str, Any]] = []
     accs: list[dict[str, float | None]] = []
+    spans: list[float] = []  # per attribute: how much the decision value varies over its training rows
     if solver == "svc":
         for sp in splits:
             w, b, info = fit_svc(flat, sp)
             coefs[len(infos)], intercepts[len(infos)] = w, b
             infos.append(info)
+            spans.append(_span(_decision_f64(flat, sp.train_idx, w, b)))
             accs.append({name: _accuracy(_decision_f64(flat, idx, w, b), labels) for name, idx, labels in (
                 ("train", sp.train_idx, sp.train_labels), ("val", sp.val_idx, sp.val_labels),
                 ("remaining", sp.remaining_idx, sp.remaining_labels))})
@@ -137,10 +149,17 @@ def train_boundaries(
             # One (N, A) product on device gives every attribute's decision values for its accuracies.
             dec = np.asarray(decision_all(x_all, jnp.asarray(w), jnp.asarray(b)))
             for k, sp in enumerate(part):
+                spans.append(_span(dec[sp.train_idx, k]))
                 accs.append({name: _accuracy(dec[idx, k], labels) for name, idx, labels in (
                     ("train", sp.train_idx, sp.train_labels), ("val", sp.val_idx, sp.val_labels),
                     ("remaining", sp.remaining_idx, sp.remaining_labels))})
     seconds = time.perf_counter() - t0
+    for k, span in enumerate(spans):
+        if not span >= MIN_DECISION_RANGE:
+            label = f"attribute {names[k]!r} (column {k})" if names is not None else f"attribute {k}"
+            raise InputError(f"{label}: the SVM separates nothing (decision values vary by {span:.1e} over the "
+                             f"training codes, weight norm {np.linalg.norm(coefs[k]):.1e}): are the codes (nearly) "
+                             "identical?")
     boundaries = np.concatenate([_unit_boundary(c) for c in coefs]) if a else np.zeros((0, dim), np.float32)
     reports = tuple({
         "counts": sp.counts(),

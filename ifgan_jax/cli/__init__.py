@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import importlib
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ifgan_jax import __version__
 
@@ -25,6 +26,7 @@ SUBCOMMANDS = (
     "analyze",
     "bench",
     "models",
+    "serve",
 )
 
 EXIT_BAD_INPUT = 2
@@ -32,8 +34,40 @@ EXIT_BAD_INPUT = 2
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENAMETOOLONG)
 
 
+def _shows_default(action: argparse.Action) -> bool:
+    # None / False / "" defaults mean "off" or "chosen later", which the help text explains in words.
+    default = action.default
+    off = default is None or default is False or default == "" or default == argparse.SUPPRESS  # 0 is a value
+    return bool(action.option_strings) and action.help != argparse.SUPPRESS and not off
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """`--help` shows every option's default as '(default: X)', unless its text already speaks of the default."""
+
+    NOTE = "(default: %(default)s)"
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and _shows_default(action):
+            action = copy.copy(action)  # an option without help text still gets its default shown
+            action.help = self.NOTE
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if _shows_default(action) and "default" not in text.lower():
+            text = f"{text} {self.NOTE}"
+        return text
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes end like every other bad input: one line naming the command, exit code 2."""
+    """Usage mistakes end like every other bad input: one line naming the command, exit code 2.
+
+    Every parser of the tree (subcommands are made with this class too) shows defaults in its help.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
@@ -70,7 +104,14 @@ def _enable_compilation_cache() -> None:
 
     if os.environ.get("IFGAN_NO_COMPILATION_CACHE"):
         return
-    jax.config.update("jax_compilation_cache_dir", str(cache_home() / "xla"))
+    folder = cache_home() / "xla"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # a read-only $IFGAN_HOME: run uncached rather than warn on every compile
+    if not os.access(folder, os.W_OK):
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("-o", "--out", required=True, help="output directory (rerun the same command to resume)")
     p.add_argument("--predictor", default="fer,age,gender,pose",
-                   help="predictors scored and analysed, comma-separated (default fer,age,gender,pose)")
+                   help="predictors scored and analysed, comma-separated")
     p.add_argument("-n", "--num", type=int, default=None, help="samples to sample and score (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="sample seed; re-scoring uses indices N.. of it")
     p.add_argument("-c", "--codes", help="precomputed Z codes (.npy, N x d) instead of sampling; needs -s")
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-cosine", type=float, default=0.25, help="|cosine| for a pair to be chosen")
     p.add_argument("--max-pairs", type=int, default=6, help="at most this many chosen pairs (0: none)")
     p.add_argument("--grid-samples", type=int, default=6, help="rows of each edit grid (0: no grids)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per step")
     p.add_argument("--overwrite", action="store_true", help="replace a directory holding a different run")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registry names, converted model dirs, or FAMILY@RES (pggan@64: random weights) "
                         "(default dcgan_digiface)")
     p.add_argument("--tasks", default="sample,score,edit,boundary,invert", help="comma-separated subset")
-    p.add_argument("--batch-sizes", default="1,4,16,64,256", help="comma-separated (default 1,4,16,64,256)")
+    p.add_argument("--batch-sizes", default="1,4,16,64,256", help="comma-separated")
     p.add_argument("--devices", type=int, nargs="+", default=None, metavar="N",
                    help="device counts for the scaling run (default 1 2 on CPU, powers of two up to all on GPU)")
     p.add_argument("--scaling-batch", type=int, default=None, metavar="B",
@@ -33,11 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matmul-precision", default="", metavar="P[,P...]",
                    help="sample task: also time JAX under jax.default_matmul_precision P (bfloat16, tensorfloat32, "
                         "float32, ...) and report speed and image error against full float32")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median; default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     p.add_argument("--predictor", default=None, help="score task predictor (default fer, else stats)")
     p.add_argument("--boundary-size", default="8,50000,512", metavar="A,N,D",
-                   help="boundary task: attributes, samples, dimensions (default 8,50000,512)")
-    p.add_argument("--invert-steps", type=int, default=10, help="optimizer steps in the invert task (default 10)")
+                   help="boundary task: attributes, samples, dimensions")
+    p.add_argument("--invert-steps", type=int, default=10, help="optimizer steps in the invert task")
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)

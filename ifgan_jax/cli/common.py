@@ -8,12 +8,32 @@ from typing import Any
 from ifgan_jax.jobs.multiprocess import CONNECT_TIMEOUT_S
 from ifgan_jax.registry import DEFAULT_MODEL, MODELS
 
+SPACES = ("z", "w", "wp")
+
+
+def add_space_arg(parser: argparse.ArgumentParser, help_text: str, *, interfacegan: bool = False) -> None:
+    """--space z|w|wp, case-insensitive (InterFaceGAN writes Z, W, WP); `interfacegan`: also -s/--latent_space_type."""
+    names = ("-s", "--space", "--latent_space_type") if interfacegan else ("--space",)
+    parser.add_argument(*names, dest="space", default="z", type=str.lower, choices=SPACES, help=help_text)
+
+
+def refuse(message: str) -> type[argparse.Action]:
+    """An argparse action (use with nargs=0) for a flag we know but cannot honour.
+
+    Giving the flag is a one-line usage error (exit 2) that names it and says what to use instead.
+    """
+
+    class Refused(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None) -> None:
+            parser.error(f"{'/'.join(self.option_strings)}: {message}")
+
+    return Refused
+
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """-m/--model, --weights, --devices, --micro-batch."""
-    parser.add_argument("-m", "--model", default=DEFAULT_MODEL,
-                        help=f"registry name ({', '.join(MODELS)}) or a converted model directory "
-                             f"(default {DEFAULT_MODEL})")
+    """-m/--model (also InterFaceGAN's --model_name), --weights, --devices, --micro-batch."""
+    parser.add_argument("-m", "--model", "--model_name", dest="model", default=DEFAULT_MODEL,
+                        help=f"registry name ({', '.join(MODELS)}) or a converted model directory")
     parser.add_argument("--weights", help="weights file for a registry model whose weights you supply")
     parser.add_argument("--devices", type=int, default=None, help="local devices to shard over (default all)")
     parser.add_argument("--micro-batch", type=int, default=None,
@@ -35,7 +55,7 @@ def add_process_args(parser: argparse.ArgumentParser) -> None:
                        help="processes sharing the job; each writes a contiguous share, then one merges")
     multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
     multi.add_argument("--coordinator-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
-                       help="seconds a process waits for the coordinator to answer (default %(default)g)")
+                       help="seconds a process waits for the coordinator to answer")
 
 
 def process_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,15 +11,15 @@ from ifgan_jax.cli.common import add_model_args, model_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="sample, score, train boundaries, edit, and write DIR/report.md")
     add_model_args(p)
-    p.add_argument("-o", "--out", default="demo_out")
+    p.add_argument("-o", "--out", default="demo_out", help="output directory")
     p.add_argument("-n", "--num", type=int, default=20000, help="samples to train boundaries on")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sample seed")
     p.add_argument("--curve-samples", type=int, default=256, help="fresh samples edited to measure score curves")
     p.add_argument("--photo", type=Path, default=None,
                    help="face photo to invert and make smile (default: the bundled astronaut_face.png)")
     p.add_argument("--photo-steps", type=int, default=None,
                    help="Adam steps of the photo's inversion (default: the inversion's own default)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ifgan_jax.cli.common import add_model_args, add_process_args, model_options, process_options
+from ifgan_jax.cli.common import add_model_args, add_process_args, add_space_arg, model_options, process_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--images", required=True,
                    help="a folder of images, one image file, or a uint8 .npy of shape (N, H, W, 3)")
     p.add_argument("-o", "--out", required=True, help="output directory")
-    p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space of the codes")
+    add_space_arg(p, "latent space of the codes")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per image (default 1000)")
     p.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 0.1)")
     p.add_argument("--batch-size", type=int, default=None,

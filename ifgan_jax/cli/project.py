@@ -13,11 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--condition", nargs="+", required=True, metavar="COND",
                    help="condition boundary .npy files, (1, d) each")
     p.add_argument("-o", "--out", required=True, help="output .npy (1, d)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file when it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import project
 
-    project.run(args.out, primal=args.primal, conditions=args.condition)
+    project.run(args.out, primal=args.primal, conditions=args.condition, overwrite=args.overwrite)
     return 0

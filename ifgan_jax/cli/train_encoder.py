@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ifgan_jax.cli.common import add_model_args
+from ifgan_jax.cli.common import add_model_args, add_space_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-encoder", help="train an encoder for fast inversion (invert --init encoder)")
     add_model_args(p)
     p.add_argument("-o", "--out", required=True, help="output directory (resumable: rerun the same command)")
-    p.add_argument("--space", default="z", choices=("z", "w", "wp"), help="latent space the encoder predicts")
-    p.add_argument("--steps", type=int, default=6000, help="training steps (default 6000)")
-    p.add_argument("--batch-size", type=int, default=64, help="generated images per step (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay; default 1e-3)")
+    add_space_arg(p, "latent space the encoder predicts")
+    p.add_argument("--steps", type=int, default=6000, help="training steps")
+    p.add_argument("--batch-size", type=int, default=64, help="generated images per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the training codes")
     p.add_argument("--code-weight", type=float, default=1.0, help="weight of the code regression loss")
     p.add_argument("--pixel-weight", type=float, default=10.0, help="weight of the pixel loss |G(E(x)) - x|^2")

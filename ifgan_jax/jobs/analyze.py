@@ -53,6 +53,7 @@ def run(out_dir: str | os.PathLike, *, model: str = "dcgan_digiface", weights: s
         micro_batch: int | None = None) -> dict[str, Any]:
     """The `analyze` command: validate everything, then run (or resume) every stage into `out_dir`."""
     t_start = time.perf_counter()
+    files.output_path(out_dir, "-o")  # an empty string is not the current folder
     _check_options(num=num, seed=seed, codes_path=codes_path, scores_path=scores_path,
                    rescore_samples=rescore_samples, distance=distance, min_cosine=min_cosine,
                    max_pairs=max_pairs, grid_samples=grid_samples, batch_size=batch_size)

@@ -45,6 +45,7 @@ def demo_predictor() -> Predictor:
 
 
 MIN_SAMPLES = 200  # fewer gives no meaningful boundary
+MAX_SEED = 2**32
 
 
 def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, curve_samples: int = 256,
@@ -54,6 +55,7 @@ def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, cu
     """The `demo` command: every stage on the model, then the summary lines."""
     if num < MIN_SAMPLES:
         raise InputError(f"-n must be >= {MIN_SAMPLES} for a meaningful boundary, got {num}")
+    check_options(out_dir, seed=seed, curve_samples=curve_samples)  # in seconds, before the model loads
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
     # run_demo loads and checks the photo before anything else, so a bad --photo fails in seconds.
     summary = run_demo(G, out_dir, count=num, seed=seed, curve_samples=curve_samples, show_progress=show_progress,
@@ -80,6 +82,15 @@ def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, cu
     return summary
 
 
+def check_options(out_dir: str | Path, *, seed: int, curve_samples: int) -> None:
+    """The numbers and the folder, checked before any stage runs (each used to fail after writing some output)."""
+    if not 0 <= seed < MAX_SEED - 1:  # the curves sample with seed + 1
+        raise InputError(f"--seed must be in [0, {MAX_SEED - 1}), got {seed}")
+    if curve_samples < 1:
+        raise InputError(f"--curve-samples must be >= 1, got {curve_samples}")
+    files.check_writable(files.output_path(out_dir, "-o"), "output folder")
+
+
 def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int = 0, grid_samples: int = 8,
              curve_samples: int = 256, batch_size: int = 256, show_progress: bool = True,
              photo: str | os.PathLike | None = None, photo_steps: int | None = None) -> dict[str, Any]:
@@ -88,6 +99,7 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     photo: the image inverted and edited in the last stage (None: the bundled astronaut portrait);
     photo_steps: its inversion's Adam steps (None: the library default).
     """
+    check_options(out_dir, seed=seed, curve_samples=curve_samples)
     # Load the photo first: a bad file must fail in seconds, not after the sampling stage.
     photos = load_photos(photo, PHOTO, G.resolution)
     if photo_steps is not None and photo_steps < 1:

@@ -1,12 +1,14 @@
 """`edit`: move codes along boundaries (InterFaceGAN's edit.py), vmapped over samples x boundaries x steps.
 
-Writes codes.npy (N, B, S, ...), images/{sample}_{boundary}_{step}.png, one grid per boundary and edit.json.
+Writes codes.npy (N, B, S, ...), images/{sample}_{boundary}_{step}.png, one grid per boundary, edit.json and
+meta.json (the run's identity: a folder holds one edit, see jobs/rundir.py).
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +20,22 @@ from ifgan_jax import files
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
+from ifgan_jax.jobs import rundir
 from ifgan_jax.progress import Progress
 
 MAX_SEED = 2**32
 MAX_STEPS = 1000  # distances per boundary: a grid row of 1000 images is already past any use
+PARTIAL_CODES = ".codes.partial.npy"
+EDIT_IMAGES = "images/" + "[0-9]" * 6 + "*_[0-9]*_[0-9]*.png"  # edit_image_name's files: only these go with --overwrite
+OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, "codes.npy", PARTIAL_CODES, EDIT_IMAGES, "images",
+                "grid_[0-9][0-9]*.png", "edit.json")
+GRID_STEM_BYTES = 100  # a boundary's file stem in its grid's name is cut to this (the name must fit NAME_MAX)
 
 
 def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_digiface", weights: str | None = None,
         codes_path: str | None = None, num: int | None = None, seed: int = 0, space: str = "z",
         start_distance: float = -3.0, end_distance: float = 3.0, steps: int = 10, mode: str = "absolute",
-        layers: str | None = None, truncation_aware: bool = False, write_images: bool = True,
+        layers: str | None = None, truncation_aware: bool = False, write_images: bool = True, overwrite: bool = False,
         show_progress: bool = True, devices: int | None = None, micro_batch: int | None = None) -> dict[str, Any]:
     """The `edit` command: load the model, boundaries and codes, check them, edit, print a summary line."""
     if codes_path is None and num is None:
@@ -38,13 +46,14 @@ def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_d
         raise InputError(f"--seed must be in [0, 2**32), got {seed}")
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {steps}")
+    files.check_writable(files.output_path(out_dir, "-o"), "output folder")
     boundaries = [files.load_npy(path, "boundary") for path in boundary_paths]
-    if codes_path is None and space != "z":
-        raise InputError("sampled codes are Z codes; pass -i for W/W+ codes")
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
     names = [Path(p).name for p in boundary_paths]
     bounds = check_boundaries(G, boundaries, space, names)
-    codes = files.load_npy(codes_path, "codes") if codes_path else G.sample_latents(seed, 0, num)
+    if codes_path is None and space != "z" and G.arch.mapping is None:
+        raise InputError(f"{G.name} has only Z codes; -s {space} needs a model with a mapping network")
+    codes = files.load_npy(codes_path, "codes") if codes_path else sampled_codes(G, seed, num, space)
     layer_ids = parse_layers(layers, G.num_layers)
     if layer_ids is not None and space != "wp":
         raise InputError("--layers applies to W+ codes (--space wp)")
@@ -58,8 +67,9 @@ def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_d
     result = write_edits(G, np.asarray(codes), bounds, out_dir, names=names, space=space,
                          start_distance=start_distance, end_distance=end_distance, steps=steps, mode=mode,
                          layers=layer_ids, layer_strength=strength, write_images=write_images,
-                         show_progress=show_progress)
-    print(f"wrote {result['count']} edited images to {result['out_dir']} ({result['rate']:.1f} img/s)")
+                         overwrite=overwrite, show_progress=show_progress)
+    if not result["skipped"]:
+        print(f"wrote {result['count']} edited images to {result['out_dir']} ({result['rate']:.1f} img/s)")
     return result
 
 
@@ -67,20 +77,21 @@ def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...] | None:
     """'0-7' or '0,2,4' -> layer indices (validated against the model's W+ layers)."""
     if not text:
         return None
-    layers: list[int] = []
+    spans: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
             lo, _, hi = part.partition("-")
-            layers.extend(range(int(lo), int(hi or lo) + 1))
+            spans.append((int(lo), int(hi or lo)))
     except ValueError:
-        raise InputError(f"--layers must look like 0-7 or 0,2,4, got {text!r}") from None
+        raise InputError(f"--layers must look like 0-7 or 0,2,4, got {text[:80]!r}") from None
     if not num_layers:
         raise InputError("--layers needs a model with W+ codes")
-    bad = [i for i in layers if not 0 <= i < num_layers]
+    # Ranges are checked as ranges: '0-20000000' must not expand into 20 million numbers first.
+    bad = [f"{lo}-{hi}" if hi != lo else str(lo) for lo, hi in spans if not 0 <= lo <= hi < num_layers]
     if bad:
-        shown = ", ".join(map(str, bad[:5])) + (f", ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad)} in all)" if len(bad) > 5 else "")
         raise InputError(f"--layers [{shown}] out of range for {num_layers} W+ layers")
-    return tuple(sorted(set(layers)))
+    return tuple(sorted({i for lo, hi in spans for i in range(lo, hi + 1)}))
 
 
 def edit_image_name(sample: int, boundary: int, step: int) -> str:
@@ -127,29 +138,37 @@ def write_edits(
     write_images: bool = True,
     grid_samples: int = 8,
     chunk: int = 64,
+    overwrite: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Edit every code along every boundary; write codes.npy (N, B, S, ...), PNGs and grids."""
+    """Edit every code along every boundary; write codes.npy (N, B, S, ...), PNGs, grids and edit.json.
+
+    The folder follows jobs/rundir.py: meta.json names the run, so rerunning it is a no-op (or finishes a killed
+    one) and a folder holding another edit is refused unless `overwrite` replaces it; never a mix of both.
+    """
+    if len(codes) == 0:
+        raise InputError("there are no codes to edit")
     codes = G.check_codes(codes, space)
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {steps}")
     if mode not in ("absolute", "relative"):
         raise InputError(f"mode must be absolute or relative, got {mode!r}")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create {out}: {err.strerror or err}") from None
+    out = files.output_path(out_dir, "-o")
     n, b = len(codes), len(boundaries)
-    if n == 0:
-        raise InputError("there are no codes to edit")
-    needed = n * b * steps * int(np.prod(codes.shape[1:])) * 4
-    free = shutil.disk_usage(out).free
-    if needed > free:
-        raise InputError(f"codes.npy would take {needed / 2**30:.1f} GiB but {out} has {free / 2**30:.1f} GiB free")
+    codes_size = n * b * steps * int(np.prod(codes.shape[1:])) * 4
+    files.require_space(out, codes_size - files.allocated_bytes(out / "codes.npy"), "codes.npy")
     distances = jnp.linspace(start_distance, end_distance, steps, dtype=jnp.float32)
     strength = None if layer_strength is None else jnp.asarray(layer_strength, jnp.float32)
-    codes_out = files.open_npy(out / ".codes.partial.npy", (n, b, steps, *codes.shape[1:]), np.float32, resume=False)
+    identity = {
+        "job": "edit", "model": G.name, "space": space, "mode": mode, "boundaries": list(names),
+        "codes_sha256": _sha256(codes), "boundaries_sha256": _sha256(np.asarray(boundaries, np.float32)),
+        "distances": np.asarray(distances).tolist(), "layers": None if layers is None else list(layers),
+        "layer_strength": None if layer_strength is None else np.asarray(layer_strength, np.float32).tolist(),
+        "write_images": bool(write_images), "grid_samples": int(grid_samples),
+    }
+    if rundir.start_run(out, identity, OUTPUT_NAMES, overwrite) is None:
+        return {"out_dir": str(out), "count": n * b * steps, "skipped": True}
+    codes_out = files.open_npy(out / PARTIAL_CODES, (n, b, steps, *codes.shape[1:]), np.float32, resume=False)
     if write_images:
         (out / "images").mkdir(exist_ok=True)
     h = G.resolution
@@ -164,6 +183,7 @@ def write_edits(
             flat = edited.reshape(-1, *codes.shape[1:])
             images = np.asarray(G.synthesize_uint8(flat, space)).reshape(stop - start, b, steps, h, h, 3)
             codes_out[start:stop] = np.asarray(edited)
+            files.flush_npy(codes_out)  # keeps the RSS bounded however many codes the edit writes
             for i in range(start, min(stop, grid.shape[1])):
                 grid[:, i] = images[i - start]
             if write_images:
@@ -176,7 +196,7 @@ def write_edits(
     progress.close()
     codes_out.flush()
     del codes_out
-    (out / ".codes.partial.npy").replace(out / "codes.npy")
+    (out / PARTIAL_CODES).replace(out / "codes.npy")
     grids = []
     for k, name in enumerate(names):
         path = out / f"grid_{k:02d}_{_safe(name)}.png"
@@ -186,8 +206,25 @@ def write_edits(
         "model": G.name, "space": space, "boundaries": names, "distances": np.asarray(distances).tolist(),
         "mode": mode, "layers": None if layers is None else list(layers), "count": n, "grids": grids,
     })
-    return {"out_dir": str(out), "count": n * b * steps, "rate": progress.rate, "grids": grids}
+    rundir.finish_run(out, identity)
+    return {"out_dir": str(out), "count": n * b * steps, "rate": progress.rate, "grids": grids, "skipped": False}
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem)
+    """A boundary file's stem as it appears in a grid's file name: safe characters, at most GRID_STEM_BYTES."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem)
+    return os.fsencode(stem)[:GRID_STEM_BYTES].decode(errors="ignore")  # cut on a character boundary
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def sampled_codes(G: Generator, seed: int, num: int, space: str) -> np.ndarray:
+    """The first `num` codes of `seed` in `space`: Z rows mapped (and truncated for W+), the very rows
+    `sample --seed S` writes to z.npy / w.npy / wp.npy (InterFaceGAN's `edit.py -n N -s W`)."""
+    z = G.sample_latents(seed, 0, num)
+    if space == "z":
+        return z
+    w = G.mapping(z)
+    return np.asarray(w if space == "w" else G.truncate(w))

@@ -67,6 +67,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     init 'encoder': start from a trained encoder's codes (`encoder` DIR, default the model's shipped one);
     steps 0 is the encoder alone, in batches of 256 unless batch_size says otherwise.
     """
+    files.output_path(out_dir, "-o")  # an empty string is not the current folder
     init = init or ("encoder" if encoder else None)  # an empty --init means the space's default
     if batch_size is None:
         batch_size = inv.ENCODER_BATCH if steps == 0 else 16
@@ -189,7 +190,7 @@ def invert_shared(G: Generator, plan: inv.InversionPlan, loaded: LoadedImages, o
             print(f"{out}: this run is already complete", flush=True)
             return {"skipped": True}
     elif (out / rundir.META_FILE).is_file() and not overwrite:
-        rundir.open_run_dir(out, identity, OUTPUT_NAMES, False)  # raises for a different run
+        rundir.open_run_dir(out, identity, OUTPUT_NAMES, False, lock=False)  # raises for a different run
     if overwrite and info.process_id == 0:
         files.remove_outputs(out, OUTPUT_NAMES)
 
@@ -197,11 +198,13 @@ def invert_shared(G: Generator, plan: inv.InversionPlan, loaded: LoadedImages, o
         part_identity = {**identity, "share": [start, stop], "num_processes": info.num_processes}
         meta = rundir.open_run_dir(part, part_identity, OUTPUT_NAMES, overwrite)
         if meta and meta.get("complete"):
+            rundir.release_lock(part)
             return
         if meta is None:
             files.atomic_write_json(part / rundir.META_FILE, {**part_identity, "complete": False})
         invert_range(G, plan, loaded, part, start, stop, vgg, show_progress=show_progress)
         files.atomic_write_json(part / rundir.META_FILE, {**part_identity, "complete": True})
+        rundir.release_lock(part)
 
     shared = multiprocess.run_shared(out, info, job="invert", count=n, batch_size=bs, write_part=write_part,
                                      merge=lambda: merge_parts(out, plan, loaded, identity, info.num_processes))

@@ -43,6 +43,7 @@ def run(out_dir: str | Path, *, model: str = "dcgan_digiface", weights: str | No
         num_processes: int | None = None, process_id: int | None = None,
         coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """The `sample` command: load the model (and predictor), sample to `out_dir`, print a summary line."""
+    files.output_path(out_dir, "-o")  # an empty string is not the current folder
     info = multiprocess.initialize(coordinator, num_processes, process_id, coordinator_timeout)  # before any JAX work
     codes = files.load_npy(codes_path, "codes") if codes_path else None
     if codes is None and num is None:
@@ -102,11 +103,13 @@ def write_samples(
     out = Path(out_dir)
     identity = run_identity(G, count=count, first_index=first_index, seed=seed, codes=codes,
                             codes_space=codes_space, image_format=image_format, predictor=predictor)
+    layout = _code_layout(G, codes_space if codes is not None else "z")
+    _check_space(out, count, layout, G.resolution if image_format == "npy" else 0,
+                 0 if predictor is None else len(predictor.labels))
     done = rundir.start_run(out, identity, OUTPUT_NAMES, overwrite)
     if done is None:
         return {"out_dir": str(out), "count": count, "skipped": True}
 
-    layout = _code_layout(G, codes_space if codes is not None else "z")
     arrays = {space: files.open_npy(out / f"{space}.npy", (count, *shape), np.float32, resume=done > 0)
               for space, shape in layout.items()}
     images_npy = None
@@ -145,6 +148,17 @@ def write_samples(
     progress.close()
     rundir.finish_run(out, identity)
     return {"out_dir": str(out), "count": count, "rate": progress.rate, "skipped": False}
+
+
+def _check_space(out: Path, count: int, layout: dict[str, tuple[int, ...]], image_side: int, columns: int) -> None:
+    """Refuse up front (nothing written) when the .npy files would not fit on the disk: their bytes, less what
+    an interrupted run of the folder already allocated. PNGs are not counted (their size is unknown ahead); a
+    disk that fills with them later ends the run in one line, and it resumes."""
+    sizes = {f"{space}.npy": 4 * int(np.prod(shape)) for space, shape in layout.items()}
+    sizes["images.npy"] = 3 * image_side * image_side
+    sizes["scores.npy"] = 4 * columns
+    needed = sum(max(0, count * size - files.allocated_bytes(out / name)) for name, size in sizes.items() if size)
+    files.require_space(out, needed, f"{count} samples")
 
 
 def run_identity(G: Generator, *, count: int, first_index: int, seed: int, codes: np.ndarray | None, codes_space: str,
@@ -222,7 +236,7 @@ def _commit_finished(out, pending, memmaps, progress: Progress, *, block: bool) 
         return
     for memmap in memmaps:
         if memmap is not None:
-            memmap.flush()
+            files.flush_npy(memmap)  # on disk before the progress says so; out of the RSS after
     rundir.write_progress(out, committed)
     progress.update(committed - last_done)
 
@@ -251,7 +265,7 @@ def write_shared(G: Generator, out_dir: str | Path, info: multiprocess.ProcessIn
             print(f"{out}: this run is already complete", flush=True)
             return {"out_dir": str(out), "count": count, "skipped": True}
         if (out / rundir.META_FILE).is_file():
-            rundir.open_run_dir(out, identity, OUTPUT_NAMES, False)  # raises for a different run
+            rundir.open_run_dir(out, identity, OUTPUT_NAMES, False, lock=False)  # raises for a different run
     if info.process_id == 0 and overwrite:
         files.remove_outputs(out, OUTPUT_NAMES)
 
@@ -300,7 +314,7 @@ def merge(out_dir: str | Path, num_processes: int, *, batch_size: int, count: in
         merged = files.open_npy(out / name, (count, *head.shape[1:]), head.dtype, resume=False)
         for i, start, stop, _ in metas:
             merged[start:stop] = np.load(multiprocess.part_dir(out, i) / name, mmap_mode="r")
-        merged.flush()
+            files.flush_npy(merged)
         del merged
     images = out / "images"
     for i, *_ in metas:

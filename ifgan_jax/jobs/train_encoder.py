@@ -59,6 +59,7 @@ def run(out_dir: str | Path, *, model: str = DEFAULT_MODEL, weights: str | None 
 
     Returns the summary (metrics.json), or None when `out_dir` already held this complete run.
     """
+    files.output_path(out_dir, "-o")  # an empty string is not the current folder
     _check(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every,
            log_every=log_every, pixel_batch=pixel_batch, weights=(code_weight, pixel_weight, perceptual_weight,
                                                                  real_weight))
