@@ -12,7 +12,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,8 @@ SETTLE_SECONDS = 0.1
 
 def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int, min_seconds: float = MIN_SECONDS,
                       max_seconds: float = MAX_SECONDS, block_seconds: float = BLOCK_SECONDS,
-                      settle_seconds: float = SETTLE_SECONDS) -> dict[str, dict[str, Any]]:
+                      settle_seconds: float = SETTLE_SECONDS,
+                      first_s: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Warm up each fn, then time them in alternating blocks; per fn: first-call seconds and the median.
 
     Each fn must block until its result is ready (e.g. end in a host transfer). Alternating puts the
@@ -51,11 +52,15 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int, min_se
     turn, untimed for the first `settle_seconds`: a runtime's idle threads keep spinning for milliseconds
     after its call (torch's OpenMP team), which slowed a 4 ms JAX call that ran right after torch by 35%
     (benchmarks/NOTES.md). Per fn: `first_s` (the warm-up call, compile included), `median_s`, `runs`,
-    `spread` ((max - min) / median) and `times` (every timed call, in order).
+    `spread` ((max - min) / median) and `times` (every timed call, in order). `first_s`: the seconds of a first
+    call the caller already made (e.g. to compare outputs), so those fns skip the warm-up: a slow reference
+    then costs one call less per batch.
     """
     names = list(fns)
-    first = {}
+    first = dict(first_s or {})
     for name in names:
+        if name in first:
+            continue
         t = time.perf_counter()
         fns[name]()
         first[name] = time.perf_counter() - t
