@@ -341,21 +341,29 @@ class Synthesis(nnx.Module):
         return [flat[:, offsets[i]: offsets[i + 1]].reshape(batch, r, r) for i, r in enumerate(sizes)]
 
 
-class StyleGAN2Generator(nnx.Module):
-    def __init__(self, config: Config):
+class MappedGenerator(nnx.Module):
+    """mapping -> truncation (psi and cutoff from the config unless given) -> synthesis, for StyleGAN2 and
+    StyleGAN3 (their configs share the mapping and truncation fields)."""
+
+    def __init__(self, config: Any, synthesis: nnx.Module, num_ws: int):
         self.mapping = Mapping(config)
-        self.synthesis = Synthesis(config)
+        self.synthesis = synthesis
         self.config = config
+        self.num_ws = num_ws
 
     def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
         psi = self.config.truncation_psi if psi is None else psi
         cutoff = self.config.truncation_cutoff if cutoff == CONFIG_CUTOFF else cutoff
-        return self.mapping.truncate(w, self.config.num_layers, psi, cutoff)
+        return self.mapping.truncate(w, self.num_ws, psi, cutoff)
+
+
+def generator(config: Config) -> MappedGenerator:
+    return MappedGenerator(config, Synthesis(config), config.num_layers)
 
 
 def architecture(config: Config) -> Architecture:
     """StyleGAN2 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
-    return mapped_architecture("stylegan2", bind(lambda rngs: StyleGAN2Generator(config)), config.resolution,
+    return mapped_architecture("stylegan2", bind(lambda rngs: generator(config)), config.resolution,
                                config.w_dim, config.num_layers, lambda m, wp, key: m.synthesis(wp, key))
 
 
@@ -391,4 +399,4 @@ def mapped_architecture(family: str, bound: Any, resolution: int, w_dim: int, nu
 
 def param_shapes(config: Config) -> tuple[dict, dict]:
     """Expected (params, buffers) shapes as pure dicts of ShapeDtypeStruct."""
-    return bind(lambda rngs: StyleGAN2Generator(config)).shapes()
+    return bind(lambda rngs: generator(config)).shapes()

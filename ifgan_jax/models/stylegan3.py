@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
+from ifgan_jax.models.base import Architecture
 from ifgan_jax.models.layers import Buffer
 from ifgan_jax.models.nnx_bind import bind
-from ifgan_jax.models.stylegan2 import NOISE_MODES, Dense, Mapping, bias_act, mapped_architecture
+from ifgan_jax.models.stylegan2 import NOISE_MODES, Dense, MappedGenerator, bias_act, mapped_architecture
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -311,24 +311,16 @@ class Synthesis(nnx.Module):
         return x * self.output_scale if self.output_scale != 1 else x
 
 
-class StyleGAN3Generator(nnx.Module):
-    def __init__(self, config: Config):
-        self.mapping = Mapping(config)
-        self.synthesis = Synthesis(config)
-        self.config = config
-
-    def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
-        psi = self.config.truncation_psi if psi is None else psi
-        cutoff = self.config.truncation_cutoff if cutoff == CONFIG_CUTOFF else cutoff
-        return self.mapping.truncate(w, self.config.num_ws, psi, cutoff)
+def generator(config: Config) -> MappedGenerator:
+    return MappedGenerator(config, Synthesis(config), config.num_ws)
 
 
 def architecture(config: Config) -> Architecture:
     """StyleGAN3 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
-    return mapped_architecture("stylegan3", bind(lambda rngs: StyleGAN3Generator(config)), config.resolution,
+    return mapped_architecture("stylegan3", bind(lambda rngs: generator(config)), config.resolution,
                                config.w_dim, config.num_ws, lambda m, wp, key: m.synthesis(wp))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:
     """Expected (params, buffers) shapes as pure dicts of ShapeDtypeStruct."""
-    return bind(lambda rngs: StyleGAN3Generator(config)).shapes()
+    return bind(lambda rngs: generator(config)).shapes()
