@@ -122,12 +122,14 @@ def write_plots(payload: dict[str, Any], out: Path) -> list[str] | None:
     written = []
     models = sorted({r["model"] for r in payload["rows"] if r["unit"] == "images/s" and r["task"] != "invert"})
     for model in models:
-        fig, ax = plt.subplots(figsize=(6, 4))
         series: dict[str, list[tuple[int, float]]] = {}
         for r in payload["rows"]:
             if r["model"] == model and r["task"] in ("sample", "score", "edit") and r["impl"] != "predictor_only":
                 label = r["impl"] if r["task"] == "sample" else f"{r['task']}:{r['impl']}"
                 series.setdefault(label, []).append((r["batch"], r["rate"]))
+        if not series:
+            continue  # e.g. only invert-encoder ran: no throughput-vs-batch curve to draw
+        fig, ax = plt.subplots(figsize=(6, 4))
         for label, pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
