@@ -263,7 +263,7 @@ def test_render_latency(server, capsys):
     assert median < LATENCY_LIMIT_S
 
 
-def test_cli_port_in_use_and_ctrl_c(server):
+def test_cli_port_in_use_and_sigterm(server):
     port = server.server_address[1]
     with pytest.raises(InputError, match="already in use"):
         serve.make_server("127.0.0.1", port)
@@ -279,7 +279,7 @@ def test_cli_port_in_use_and_ctrl_c(server):
         address = line.split(" at ", 1)[1].split()[0]
         with urllib.request.urlopen(address + "api/info", timeout=30) as r:
             assert json.loads(r.read())["labels"] == []  # --predictor none: no scores
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # handled as ^C is (Python's own KeyboardInterrupt): a clean stop
         _, err = proc.communicate(timeout=30)
         _, taken_err = taken.communicate(timeout=60)
     finally:

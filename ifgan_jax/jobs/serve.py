@@ -23,6 +23,7 @@ import errno
 import importlib.resources
 import json
 import re
+import signal
 import socket
 import sys
 import threading
@@ -246,6 +247,8 @@ def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_p
     shipped boundaries, the inversion's steps (serve_state.INVERT_STEPS_*).
     """
     server = make_server(DEFAULT_HOST if host is None else host, DEFAULT_PORT if port is None else port)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, systemd, docker stop: the same clean stop as ^C
     try:
         t = time.perf_counter()
         G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
@@ -267,6 +270,10 @@ def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_p
         if server.editor is not None:
             server.editor.close()  # a request or the warm-up may still be inside XLA: let it finish first
     return 0
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _warm_quietly(editor: Editor) -> None:
