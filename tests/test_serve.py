@@ -290,3 +290,30 @@ def test_cli_port_in_use_and_sigterm(server):
     assert "already in use" in taken_err and "Traceback" not in taken_err
     lines = [x for x in err.splitlines() if x.strip() and "Warning" not in x and "warn(" not in x]
     assert proc.returncode == 0 and lines == ["ifgan serve: stopped"], (proc.returncode, err)
+
+
+@needs_dcgan
+def test_w_space_sliders_on_a_stylegan(tmp_path):
+    """`--space w`: a seed's code is its Z mapped to W (as `sample` writes w.npy), sliders move W codes, an
+    upload is inverted into W; the DCGAN, which has no W, is refused by name."""
+    from conftest import FIXTURES
+
+    from ifgan_jax.cli import main
+    from ifgan_jax.generator import load_generator
+
+    assert main(["convert", "--weights", str(FIXTURES / "stylegan2_ada_32_map2.pkl"), "-o", str(tmp_path / "m")]) == 0
+    G = load_generator(tmp_path / "m")
+    direction = np.zeros((1, G.latent_dim), np.float32)
+    direction[0, 3] = 1.0
+    np.save(tmp_path / "b_boundary.npy", direction)
+    editor, _ = serve_state.build_editor(G, [tmp_path / "b_boundary.npy"], predictor="none", invert_steps=2,
+                                         space="w")
+    assert editor.info()["space"] == "w"
+    shown = editor.render({"seed": 7, "offsets": {"b": 1.5}})
+    w = np.asarray(G.mapping(G.sample_latents(7, 0, 1)))[0]
+    np.testing.assert_allclose(editor.codes.get(shown.code_id), w + 1.5 * direction[0], rtol=1e-6, atol=1e-6)
+    inverted = editor.invert(shown.png)
+    assert len(inverted["code"]) == G.latent_dim and inverted["steps"] == 2 and np.isfinite(inverted["psnr"])
+    editor.close()
+    with pytest.raises(InputError, match="--space must be one of z"):
+        serve_state.Editor(load_generator("dcgan_digiface"), serve_state.load_boundary_set([], 100), space="w")

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", default=None,
                    help="scores shown beside the image: predictor names as `score` takes them (default: the demo's "
                         "predictor, FER expressions, age, gender, brightness and pose; 'none' hides them)")
+    p.add_argument("--space", type=str.lower, choices=("z", "w"), default=None,
+                   help="the codes the sliders move: z, or w for StyleGAN models (boundaries trained in W) "
+                        "(default z)")
     p.add_argument("--invert-steps", type=int, default=None,
                    help="optimizer steps of a photo's inversion (default 50 after the model's encoder, else 200)")
     p.set_defaults(func=run)
@@ -27,4 +30,4 @@ def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import serve
 
     return serve.run(boundary_paths=args.boundary, host=args.host, port=args.port, predictor=args.predictor,
-                     invert_steps=args.invert_steps, **model_options(args))
+                     invert_steps=args.invert_steps, space=args.space, **model_options(args))

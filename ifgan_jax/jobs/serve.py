@@ -36,7 +36,14 @@ from typing import Any
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import load_generator
 from ifgan_jax.jobs.demo import PREDICTOR as DEMO_PREDICTOR
-from ifgan_jax.jobs.serve_state import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, Editor, RequestError, build_editor
+from ifgan_jax.jobs.serve_state import (
+    DEFAULT_SPACE,
+    MAX_JSON_BYTES,
+    MAX_UPLOAD_BYTES,
+    Editor,
+    RequestError,
+    build_editor,
+)
 
 DEFAULT_HOST = "127.0.0.1"  # local only: exposing the editor is an explicit --host 0.0.0.0
 DEFAULT_PORT = 8080
@@ -240,11 +247,12 @@ def url(server: EditorServer) -> str:
 
 def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_paths: list[str] | None = None,
         host: str | None = None, port: int | None = None, predictor: str | None = None,
-        invert_steps: int | None = None, devices: int | None = None, micro_batch: int | None = None) -> int:
+        invert_steps: int | None = None, devices: int | None = None, micro_batch: int | None = None,
+        space: str | None = None) -> int:
     """The `serve` command: bind first (a port in use fails at once), load and warm the model, serve until ^C.
 
     None picks the default: DEFAULT_HOST, DEFAULT_PORT, the demo's predictor ('none': no scores), the model's
-    shipped boundaries, the inversion's steps (serve_state.INVERT_STEPS_*).
+    shipped boundaries, the inversion's steps (serve_state.INVERT_STEPS_*), Z codes (space 'w': StyleGAN's W).
     """
     server = make_server(DEFAULT_HOST if host is None else host, DEFAULT_PORT if port is None else port)
     if threading.current_thread() is threading.main_thread():
@@ -253,7 +261,7 @@ def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_p
         t = time.perf_counter()
         G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
         editor, note = build_editor(G, boundary_paths, predictor=DEMO_PREDICTOR if predictor is None else predictor,
-                                    invert_steps=invert_steps)
+                                    invert_steps=invert_steps, space=DEFAULT_SPACE if space is None else space)
         if note:
             print(f"ifgan serve: {note}", file=sys.stderr)
         server.editor = editor

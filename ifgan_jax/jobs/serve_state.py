@@ -53,7 +53,8 @@ MAX_CODES = 4096  # codes kept by id (seeds, uploads, edits); the oldest are for
 CODE_ID_HEX = 16  # a code's id: the first hex digits of the sha256 of its float32 bytes
 INVERT_STEPS_ENCODER = 50  # refinement steps after the shipped encoder (~32 dB in-domain, about a second)
 INVERT_STEPS_OPTIMIZE = 200  # a short optimization where the model has no encoder
-SPACE = "z"  # sliders move Z codes, as InterFaceGAN edits PGGAN and the default DCGAN
+DEFAULT_SPACE = "z"  # sliders move Z codes, as InterFaceGAN edits PGGAN and the default DCGAN
+SPACES = ("z", "w")  # W for StyleGAN models, where InterFaceGAN trains their boundaries
 BOUNDARY_SUFFIXES = ("_boundary.npy", ".npy")  # happy_boundary.npy and happy.npy are both "happy"
 NO_PREDICTOR = "none"
 INVERT_WAIT_S = 300.0  # the longest an upload waits for the inversion before it (a compile, a long optimization)
@@ -110,7 +111,7 @@ def load_boundary_set(paths: list[str | os.PathLike], latent_dim: int) -> Bounda
     for path in paths:
         b = load_boundary(path)
         if b.shape[1] != latent_dim:
-            raise InputError(f"boundary {Path(path).name} has dim {b.shape[1]}, but the model's {SPACE} codes have "
+            raise InputError(f"boundary {Path(path).name} has dim {b.shape[1]}, but the model's codes have "
                              f"dim {latent_dim}")
         name = boundary_name(path)
         if name in names:
@@ -133,7 +134,8 @@ def offset_codes(codes: jax.Array, offsets: jax.Array, directions: jax.Array) ->
     return codes + offsets @ directions
 
 
-def make_renderer(G: Generator, predictor: Predictor | None) -> Callable[..., dict[str, np.ndarray]]:
+def make_renderer(G: Generator, predictor: Predictor | None,
+                  space: str = DEFAULT_SPACE) -> Callable[..., dict[str, np.ndarray]]:
     """A pure render: (codes (N, d), offsets (N, K), directions (K, d)) -> {codes, images uint8, scores}.
 
     The edit and the synthesis (with the predictor's scoring fused in) are jitted; every call of one batch
@@ -145,9 +147,9 @@ def make_renderer(G: Generator, predictor: Predictor | None) -> Callable[..., di
         edited = offset_codes(jnp.asarray(codes, jnp.float32), jnp.asarray(offsets, jnp.float32),
                               jnp.asarray(directions, jnp.float32))
         if head is None:
-            images, scores = G.synthesize_uint8(edited, SPACE), np.zeros((edited.shape[0], 0), np.float32)
+            images, scores = G.synthesize_uint8(edited, space), np.zeros((edited.shape[0], 0), np.float32)
         else:
-            out = G.synthesize_with(edited, head, predictor.params, SPACE)
+            out = G.synthesize_with(edited, head, predictor.params, space)
             images, scores = out["images"], out["scores"]
         return {"codes": np.asarray(edited), "images": np.asarray(images), "scores": np.asarray(scores)}
 
@@ -238,19 +240,23 @@ class Editor:
     """Everything the editor's endpoints do, for one generator, one BoundarySet and an optional predictor."""
 
     def __init__(self, G: Generator, boundaries: BoundarySet, predictor: Predictor | None = None, *,
-                 invert_steps: int | None = None):
+                 invert_steps: int | None = None, space: str = DEFAULT_SPACE):
+        if space not in SPACES or space not in G.spaces:
+            raise InputError(f"--space must be one of {', '.join(s for s in SPACES if s in G.spaces)} for {G.name}, "
+                             f"got {space!r}")
         if G.latent_dim != boundaries.primal.shape[1]:
             raise InputError(f"boundaries have dim {boundaries.primal.shape[1]}, {G.name} codes {G.latent_dim}")
         self.G, self.boundaries, self.predictor = G, boundaries, predictor
         self.labels = tuple(predictor.labels) if predictor is not None else ()
         self.codes = CodeStore()
-        self._render = make_renderer(G, predictor)
-        encoder = shipped_encoder_dir(G.name, SPACE)
+        self.space = space
+        self._render = make_renderer(G, predictor, space)
+        encoder = shipped_encoder_dir(G.name, space)
         self.invert_init = "encoder" if encoder is not None else None  # None: the inversion's default init
         if invert_steps is None:
             invert_steps = INVERT_STEPS_ENCODER if encoder is not None else INVERT_STEPS_OPTIMIZE
         # One plan, built and checked once; micro_batch=1: a lone photo runs without padding.
-        self.plan = make_plan(G, SPACE, init=self.invert_init, steps=invert_steps, micro_batch=1, seed=0)
+        self.plan = make_plan(G, space, init=self.invert_init, steps=invert_steps, micro_batch=1, seed=0)
         self._invert_lock = threading.Lock()
         self._inverting: dict[str, Any] | None = None
         self._seconds_per_step: float | None = None
@@ -289,7 +295,7 @@ class Editor:
         """The model, the sliders, the score labels, the inversion settings and the limits (GET /api/info)."""
         b = self.boundaries
         return {
-            "model": self.G.name, "resolution": self.G.resolution, "latent_dim": self.G.latent_dim, "space": SPACE,
+            "model": self.G.name, "resolution": self.G.resolution, "latent_dim": self.G.latent_dim, "space": self.space,
             "boundaries": [{"name": n, "file": Path(s).name} for n, s in zip(b.names, b.sources, strict=True)],
             "labels": list(self.labels),
             "conditional": {"available": b.conditioned is not None, "note": b.conditional_note},
@@ -308,7 +314,8 @@ class Editor:
             seed = request["seed"]
             if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
                 raise InputError(f"seed must be an integer in [0, {MAX_SEED}), got {seed!r}")
-            return self.G.sample_latents(seed, 0, 1)
+            z = self.G.sample_latents(seed, 0, 1)
+            return z if self.space == "z" else np.asarray(self.G.mapping(z))  # W: seed's Z mapped, as `sample`
         if "code_id" in given:
             if not isinstance(request["code_id"], str):
                 raise InputError(f"code_id must be a string, got {request['code_id']!r}")
@@ -317,7 +324,7 @@ class Editor:
         if not isinstance(code, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in code):
             raise InputError(f"code must be a list of {self.G.latent_dim} numbers")
-        return self.G.check_codes(np.asarray(code, np.float64)[None], SPACE)
+        return self.G.check_codes(np.asarray(code, np.float64)[None], self.space)
 
     def offsets_row(self, request: dict[str, Any]) -> np.ndarray:
         """offsets {name: value} -> (1, K) float32 in slider order; unknown names and bad values refused."""
@@ -426,7 +433,8 @@ def load_editor_predictor(name: str | None) -> tuple[Predictor | None, str]:
 
 
 def build_editor(G: Generator, boundary_paths: list[str | os.PathLike] | None = None, *,
-                 predictor: str | None = DEMO_PREDICTOR, invert_steps: int | None = None) -> tuple[Editor, str]:
+                 predictor: str | None = DEMO_PREDICTOR, invert_steps: int | None = None,
+                 space: str = DEFAULT_SPACE) -> tuple[Editor, str]:
     """A warmed-up Editor for G: the given boundaries (None: the model's shipped ones) and predictor; and a note.
 
     A predictor that cannot score this model's images (e.g. faces too small for the landmarks) is dropped
@@ -435,13 +443,13 @@ def build_editor(G: Generator, boundary_paths: list[str | os.PathLike] | None = 
     paths = shipped_boundary_paths(G.name) if boundary_paths is None else list(boundary_paths)
     boundaries = load_boundary_set(paths, G.latent_dim)
     scorer, note = load_editor_predictor(predictor)
-    editor = Editor(G, boundaries, scorer, invert_steps=invert_steps)
+    editor = Editor(G, boundaries, scorer, invert_steps=invert_steps, space=space)
     try:
         editor.warm_render()
     except InputError as err:
         if scorer is None:
             raise
-        editor = Editor(G, boundaries, None, invert_steps=invert_steps)
+        editor = Editor(G, boundaries, None, invert_steps=invert_steps, space=space)
         editor.warm_render()
         note = f"scores hidden: predictor {scorer.name!r} cannot score {G.name}'s images ({err})"
     return editor, note
