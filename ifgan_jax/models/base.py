@@ -43,3 +43,35 @@ class Architecture:
         if space not in self.spaces:
             raise ValueError(f"space {space!r} is not one of {self.spaces} for {self.family}")
         return (self.num_layers, self.latent_dim) if space == "wp" else (self.latent_dim,)
+
+
+def mapped_architecture(family: str, bound: Any, resolution: int, w_dim: int, num_ws: int, spaces: tuple[str, ...],
+                        synthesis: Callable[[Any, jax.Array, jax.Array | None], jax.Array], *,
+                        normalize_z: bool = False) -> Architecture:
+    """The `Architecture` of a bound generator module (models/nnx_bind.py) with `mapping(z)`,
+    `truncate(w, psi, cutoff)` and `synthesis(m, wp, key)`: z -> mapping -> truncation -> synthesis
+    (StyleGAN, StyleGAN2, StyleGAN3). normalize_z: the caller rescales z first (InterFaceGAN's StyleGAN)."""
+
+    def mapping(params, buffers, z):
+        return bound.apply(params, buffers, lambda m, z: m.mapping(z), z)
+
+    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF):
+        """W+ codes; psi / cutoff default to the config's (cutoff None: every layer)."""
+        return bound.apply(params, buffers, lambda m, w: m.truncate(w, psi, cutoff), w)
+
+    def synthesize(params, buffers, codes, space, key=None):
+        if space not in spaces:
+            raise ValueError(f"{family} spaces are {spaces}, not {space!r}")
+
+        def run(m: Any, codes: jax.Array) -> jax.Array:
+            x = codes
+            if space == "z":
+                x = m.mapping(x)
+            if space in ("z", "w"):
+                x = m.truncate(x)
+            return synthesis(m, x, key)
+
+        return bound.apply(params, buffers, run, codes)
+
+    return Architecture(family=family, resolution=resolution, latent_dim=w_dim, spaces=spaces, num_layers=num_ws,
+                        normalize_z=normalize_z, synthesize=synthesize, mapping=mapping, truncate=truncate)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture, mapped_architecture
 from ifgan_jax.models.layers import (
     CONV_GAIN,
     Buffer,
@@ -316,42 +316,15 @@ class StyleGANGenerator(nnx.Module):
         self.truncation = Truncation(config)
         self.synthesis = Synthesis(config)
 
+    def truncate(self, w: jax.Array, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF) -> jax.Array:
+        return self.truncation(w, psi, cutoff)
+
 
 def architecture(config: Config) -> Architecture:
     """StyleGAN as pure functions for `Generator` (spaces z, w, wp; z is normalized by the caller)."""
-    bound = bind(lambda rngs: StyleGANGenerator(config))
-
-    def mapping(params, buffers, z):
-        return bound.apply(params, buffers, lambda m, z: m.mapping(z), z)
-
-    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF):
-        return bound.apply(params, buffers, lambda m, w: m.truncation(w, psi, cutoff), w)
-
-    def synthesize(params, buffers, codes, space, key=None):
-        if space not in SPACES:
-            raise ValueError(f"StyleGAN spaces are {SPACES}, not {space!r}")
-
-        def run(m: StyleGANGenerator, codes: jax.Array) -> jax.Array:
-            x = codes
-            if space == "z":
-                x = m.mapping(x)
-            if space in ("z", "w"):
-                x = m.truncation(x)
-            return m.synthesis(x, key)
-
-        return bound.apply(params, buffers, run, codes)
-
-    return Architecture(
-        family="stylegan",
-        resolution=config.resolution,
-        latent_dim=config.latent_dim,
-        spaces=SPACES,
-        num_layers=config.num_layers,
-        normalize_z=True,
-        synthesize=synthesize,
-        mapping=mapping,
-        truncate=truncate,
-    )
+    return mapped_architecture("stylegan", bind(lambda rngs: StyleGANGenerator(config)), config.resolution,
+                               config.latent_dim, config.num_layers, SPACES,
+                               lambda m, wp, key: m.synthesis(wp, key), normalize_z=True)
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:

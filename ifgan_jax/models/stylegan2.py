@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture, mapped_architecture
 from ifgan_jax.models.layers import Buffer
 from ifgan_jax.models.nnx_bind import bind
 
@@ -84,14 +83,7 @@ class Config:
             raise ValueError("dimensions, mapping layers and channel counts must be positive")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-        if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
-        if self.conv_clamp is not None and not self.conv_clamp >= 0:
-            raise ValueError(f"conv_clamp must be >= 0 or None, got {self.conv_clamp}")
-        if self.truncation_cutoff is not None and self.truncation_cutoff < 0:
-            raise ValueError(f"truncation_cutoff must be >= 0 or None, got {self.truncation_cutoff}")
-        if not math.isfinite(self.truncation_psi) or not self.mapping_lr_multiplier > 0:
-            raise ValueError("truncation_psi must be finite and mapping_lr_multiplier positive")
+        check_sampling_settings(self)
 
     @property
     def block_resolutions(self) -> tuple[int, ...]:
@@ -361,40 +353,22 @@ def generator(config: Config) -> MappedGenerator:
     return MappedGenerator(config, Synthesis(config), config.num_layers)
 
 
+def check_sampling_settings(config: Any) -> None:
+    """The settings StyleGAN2 and StyleGAN3 configs share: noise, clamp, truncation, mapping lr multiplier."""
+    if config.noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {config.noise_mode!r}")
+    if config.conv_clamp is not None and not config.conv_clamp >= 0:
+        raise ValueError(f"conv_clamp must be >= 0 or None, got {config.conv_clamp}")
+    if config.truncation_cutoff is not None and config.truncation_cutoff < 0:
+        raise ValueError(f"truncation_cutoff must be >= 0 or None, got {config.truncation_cutoff}")
+    if not math.isfinite(config.truncation_psi) or not config.mapping_lr_multiplier > 0:
+        raise ValueError("truncation_psi must be finite and mapping_lr_multiplier positive")
+
+
 def architecture(config: Config) -> Architecture:
     """StyleGAN2 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
     return mapped_architecture("stylegan2", bind(lambda rngs: generator(config)), config.resolution,
-                               config.w_dim, config.num_layers, lambda m, wp, key: m.synthesis(wp, key))
-
-
-def mapped_architecture(family: str, bound: Any, resolution: int, w_dim: int, num_ws: int,
-                        synthesis: Callable[[Any, jax.Array, jax.Array | None], jax.Array]) -> Architecture:
-    """The `Architecture` of a bound generator module with `mapping(z)`, `truncate(w, psi, cutoff)` and
-    `synthesis(m, wp, key)` (StyleGAN2 and StyleGAN3): z -> mapping -> truncation -> synthesis."""
-
-    def mapping(params, buffers, z):
-        return bound.apply(params, buffers, lambda m, z: m.mapping(z), z)
-
-    def truncate(params, buffers, w, psi: float | None = None, cutoff: int | None = CONFIG_CUTOFF):
-        """W+ codes; psi / cutoff default to the config's (cutoff None: every layer)."""
-        return bound.apply(params, buffers, lambda m, w: m.truncate(w, psi, cutoff), w)
-
-    def synthesize(params, buffers, codes, space, key=None):
-        if space not in SPACES:
-            raise ValueError(f"{family} spaces are {SPACES}, not {space!r}")
-
-        def run(m: Any, codes: jax.Array) -> jax.Array:
-            x = codes
-            if space == "z":
-                x = m.mapping(x)
-            if space in ("z", "w"):
-                x = m.truncate(x)
-            return synthesis(m, x, key)
-
-        return bound.apply(params, buffers, run, codes)
-
-    return Architecture(family=family, resolution=resolution, latent_dim=w_dim, spaces=SPACES, num_layers=num_ws,
-                        normalize_z=False, synthesize=synthesize, mapping=mapping, truncate=truncate)
+                               config.w_dim, config.num_layers, SPACES, lambda m, wp, key: m.synthesis(wp, key))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import Architecture
+from ifgan_jax.models.base import Architecture, mapped_architecture
 from ifgan_jax.models.layers import Buffer
 from ifgan_jax.models.nnx_bind import bind
-from ifgan_jax.models.stylegan2 import NOISE_MODES, Dense, MappedGenerator, bias_act, mapped_architecture
+from ifgan_jax.models.stylegan2 import SPACES, Dense, MappedGenerator, bias_act, check_sampling_settings
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -97,14 +97,7 @@ class Config:
         if min(self.w_dim, self.mapping_layers, self.channel_base, self.channel_max, self.img_channels,
                self.conv_kernel, self.filter_size, self.lrelu_upsampling) < 1:
             raise ValueError("dimensions, layer counts, channels, kernel and filter sizes must be positive")
-        if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
-        if self.conv_clamp is not None and not self.conv_clamp >= 0:
-            raise ValueError(f"conv_clamp must be >= 0 or None, got {self.conv_clamp}")
-        if self.truncation_cutoff is not None and self.truncation_cutoff < 0:
-            raise ValueError(f"truncation_cutoff must be >= 0 or None, got {self.truncation_cutoff}")
-        if not math.isfinite(self.truncation_psi) or not self.mapping_lr_multiplier > 0:
-            raise ValueError("truncation_psi must be finite and mapping_lr_multiplier positive")
+        check_sampling_settings(self)
 
     @property
     def num_ws(self) -> int:
@@ -332,7 +325,7 @@ def generator(config: Config) -> MappedGenerator:
 def architecture(config: Config) -> Architecture:
     """StyleGAN3 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
     return mapped_architecture("stylegan3", bind(lambda rngs: generator(config)), config.resolution,
-                               config.w_dim, config.num_ws, lambda m, wp, key: m.synthesis(wp))
+                               config.w_dim, config.num_ws, SPACES, lambda m, wp, key: m.synthesis(wp))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:
