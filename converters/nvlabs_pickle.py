@@ -10,10 +10,11 @@ pickle as `torch._utils._rebuild_tensor_v2(storage, ...)`, and each storage as
 
 Here every global a pickle names is looked up in an allow-list of small pure-Python stand-ins: a persistent
 object becomes an inert `Module` tree (class name, init kwargs, attributes, numpy tensors, children) whose
-`module_src` is kept as a string and never compiled, executed or imported; tensors are rebuilt from the bytes
-with their sizes checked against the storage and the whole load held to a budget. The opcodes are walked
-before anything is built (truncation, memo indices and forbidden opcodes are caught up front). Anything else
--- an unknown global, a malformed value -- is a CheckpointError naming it.
+`module_src` is kept as a string and never compiled, executed or imported; an `argparse.Namespace` of training
+options beside the networks becomes an inert `PickledNamespace` record (converters/pickle_globals.py); tensors
+are rebuilt from the bytes with their sizes checked against the storage and the whole load held to a budget.
+The opcodes are walked before anything is built (truncation, memo indices and forbidden opcodes are caught up
+front). Anything else -- an unknown global, a malformed value -- is a CheckpointError naming it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.pickle_globals import codecs_encode, numpy_globals
+from converters.pickle_globals import codecs_encode, namespace_globals, numpy_globals, record_memo
 from ifgan_jax.errors import CheckpointError
 
 PERSISTENCE_GLOBAL = ("torch_utils.persistence", "_reconstruct_persistent_obj")
@@ -180,11 +181,13 @@ class _Loader:
             ("dnnlib.util", "EasyDict"): _EasyDict,
             ("_codecs", "encode"): codecs_encode,
             **_NUMPY,
+            **namespace_globals(),  # options a training script saved beside the networks, as an inert record
         }
 
     def load(self, data: bytes) -> Any:
         check_pickle_opcodes(data, "pickle")
-        return _Unpickler(data, self.table).load()
+        with record_memo():
+            return _Unpickler(data, self.table).load()
 
     # -- callables named by the pickle ----------------------------------------------------------------
 

@@ -13,7 +13,9 @@ Pickles are read by a restricted unpickler: every global a pickle names is looke
 allow-list that maps torch's rebuild helpers to small pure-python stand-ins defined here, so nothing from
 torch (or anything else named in the file) is imported or called. Tensors come back as fresh, contiguous,
 native-byte-order numpy arrays; ``nn.Parameter`` becomes a plain array. bfloat16 is widened to float32
-(exactly; numpy has no bfloat16), so callers see only standard numpy dtypes.
+(exactly; numpy has no bfloat16), so callers see only standard numpy dtypes. An ``argparse.Namespace`` of
+training options (rosinality's ``'args'``, pSp / e4e's ``'opts'``) comes back as an inert, read-only
+:class:`converters.pickle_globals.PickledNamespace` of plain values; argparse is never imported.
 
 Every failure -- missing file, corrupt archive, truncated stream, a disallowed global, tensor metadata that
 points outside its storage -- surfaces as :class:`converters.errors.CheckpointError` with a one-line
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.pickle_globals import namespace_globals, record_memo
 from converters.torch_zip import EXPANSION_ALLOWANCE, MemberReader, find_top
 from ifgan_jax.errors import CheckpointError
 
@@ -238,6 +241,9 @@ def _static_globals() -> dict[tuple[str, str], object]:
     }
     for (module, name), fn in pure.items():
         table[(module, name)] = _Callable(f"{module}.{name}", fn)
+    # A class, not a _Callable: NEWOBJ needs a type. Its __new__ takes no arguments and its __setstate__
+    # keeps only plain data (converters/pickle_globals.py).
+    table.update(namespace_globals())
     return table
 
 
@@ -332,7 +338,8 @@ class _Loader:
         start = stream.tell()
         _prescan(stream, self.globals)
         stream.seek(start)
-        return _RestrictedUnpickler(stream, self.find_class, self.persistent_load).load()
+        with record_memo():
+            return _RestrictedUnpickler(stream, self.find_class, self.persistent_load).load()
 
     # -- tensor rebuilding ----------------------------------------------------------------------------
 
