@@ -27,10 +27,16 @@ import numpy as np
 from benchmarks.harness import RESULTS, interleaved_times, load_average, write_results
 from benchmarks.references import load_torch_reference
 from ifgan_jax.generator import load_generator
-from ifgan_jax.inversion import check_targets, invert
-from ifgan_jax.inversion_init import initial_codes
-from ifgan_jax.inversion_plan import CPU_MICRO_BATCH, DEFAULT_INIT, DEFAULT_LR
-from ifgan_jax.inversion_solver import LR_RAMPDOWN, LR_RAMPUP
+from ifgan_jax.inversion import (
+    CPU_MICRO_BATCH,
+    DEFAULT_INIT,
+    DEFAULT_LR,
+    LR_RAMPDOWN,
+    LR_RAMPUP,
+    check_targets,
+    initial_codes,
+    invert,
+)
 
 NOTES = [
     "Throughput rounds run at --timing-steps (250), not 1000: the per-step cost does not depend on the step "

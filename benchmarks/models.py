@@ -62,7 +62,7 @@ def load_bench_model(spec: str, *, reference: ModuleType | None, interfacegan_re
             G = load_generator(spec, devices=devices)
         except ValueError as err:
             raise InputError(f"model {spec!r}: {err}") from None
-        family, resolution = G.arch.family, G.resolution
+        family, resolution = G.family, G.resolution
     else:
         family, resolution = parsed
         G = None

@@ -49,6 +49,12 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Raw [-1, 1] float images -> uint8, InterFaceGAN's postprocess clip((x + 1) * 127.5 + 0.5, 0, 255) on the
+    host (Generator.synthesize_uint8 does the same on the device)."""
+    return np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
     """Any Pillow image -> uint8 (H, W, 3), handling 16-bit, float, palette and alpha modes by value."""
     mode = image.mode

@@ -10,6 +10,9 @@ import numpy as np
 
 from ifgan_jax.errors import InputError
 
+MAX_SEED = 2**32  # seeds are uint32
+# Noise keys of sample i are the latent key of i folded with this, a stream apart from the code's own draw.
+NOISE_STREAM = 1
 # Codes are drawn in aligned blocks of this many indices, always by the same compiled program, so a
 # row's bytes never depend on how a caller batches its requests.
 BLOCK = 1024
@@ -23,12 +26,27 @@ def _block(seed: jax.Array, block_index: jax.Array, dim: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.normal(k, (dim,), dtype=jnp.float32))(keys)
 
 
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A seed as an int in [0, 2**32), or an InputError naming `name` (a flag's spelling where the CLI calls)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise InputError(f"{name} must be in [0, 2**32), got {str(seed)[:40]}")
+    return int(seed)
+
+
+def noise_keys(seed: int, start: int, count: int) -> jax.Array:
+    """PRNG keys (count,) of the random noise of sample indices [start, start + count): index i's depends
+    only on (seed, i), like its code."""
+    check_seed(seed)
+    base = jax.random.key(seed)
+    indices = jnp.arange(start, start + count, dtype=jnp.uint32)
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, i), NOISE_STREAM))(indices)
+
+
 def sample_latents(seed: int, start: int, count: int, dim: int) -> np.ndarray:
     """Standard-normal codes for indices [start, start + count): (count, dim) float32."""
     if count < 0 or start < 0:
         raise InputError(f"start and count must be >= 0, got start={start}, count={count}")
-    if not 0 <= seed < 2**32:
-        raise InputError(f"seed must be in [0, 2**32), got {seed}")
+    check_seed(seed)
     out = np.empty((count, dim), dtype=np.float32)
     stop = start + count
     first, last = start // BLOCK, (stop - 1) // BLOCK if count else start // BLOCK - 1
@@ -42,8 +60,3 @@ def sample_latents(seed: int, start: int, count: int, dim: int) -> np.ndarray:
     return out
 
 
-def normalize_z(z: jax.Array | np.ndarray) -> jax.Array:
-    """InterFaceGAN's Z preprocessing: rescale each code to norm sqrt(d)."""
-    z = jnp.asarray(z, dtype=jnp.float32)
-    norm = jnp.linalg.norm(z, axis=-1, keepdims=True)
-    return z / norm * jnp.sqrt(jnp.float32(z.shape[-1]))

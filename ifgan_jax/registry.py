@@ -16,6 +16,7 @@ from typing import Any
 from converters import dcgan as dcgan_converter
 from converters.generator_file import convert_generator_file
 from ifgan_jax.models import dcgan, pggan, stylegan, stylegan2, stylegan3
+from ifgan_jax.models.base import SPACES
 
 DEFAULT_MODEL = "dcgan_digiface"
 
@@ -97,7 +98,7 @@ MODELS: dict[str, ModelEntry] = {
             converter=functools.partial(convert_generator_file, kind="stylegan"),
             resolution=1024,
             latent_dim=512,
-            spaces=("z", "w", "wp"),
+            spaces=SPACES,
             source=UserSource(("stylegan_celebahq.pth",), _INTERFACEGAN),
             description="StyleGAN CelebA-HQ 1024 (InterFaceGAN weights, user-supplied)",
         ),
@@ -107,7 +108,7 @@ MODELS: dict[str, ModelEntry] = {
             converter=functools.partial(convert_generator_file, kind="stylegan"),
             resolution=1024,
             latent_dim=512,
-            spaces=("z", "w", "wp"),
+            spaces=SPACES,
             source=UserSource(("stylegan_ffhq.pth", "karras2019stylegan-ffhq-1024x1024.pkl"), _INTERFACEGAN),
             description="StyleGAN FFHQ 1024 (InterFaceGAN weights, user-supplied)",
         ),
@@ -118,7 +119,7 @@ MODELS: dict[str, ModelEntry] = {
                 converter=functools.partial(convert_generator_file, kind="stylegan2"),
                 resolution=resolution,
                 latent_dim=512,
-                spaces=("z", "w", "wp"),
+                spaces=SPACES,
                 source=UserSource(filenames, _STYLEGAN2),
                 description=description,
             )
@@ -139,7 +140,7 @@ MODELS: dict[str, ModelEntry] = {
                 converter=functools.partial(convert_generator_file, kind="stylegan3"),
                 resolution=resolution,
                 latent_dim=512,
-                spaces=("z", "w", "wp"),
+                spaces=SPACES,
                 source=UserSource(filenames, _STYLEGAN3),
                 description=description,
             )

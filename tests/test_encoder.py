@@ -16,9 +16,10 @@ import pytest
 from conftest import FIXTURES, ROOT, needs_dcgan, run_cli
 
 import ifgan_jax
-from ifgan_jax import encoder as enc
 from ifgan_jax import inversion as inv
 from ifgan_jax.errors import InputError
+from ifgan_jax.inversion import encoder as enc
+from ifgan_jax.inversion import training
 from ifgan_jax.jobs import train_encoder
 
 FACES = FIXTURES / "invert" / "faces"
@@ -67,7 +68,7 @@ def test_train_tiny_encoder_path(tiny_encoder, dcgan, capsys):
 @needs_dcgan
 def test_resume_after_interruption_gives_identical_params(tmp_path, dcgan, monkeypatch):
     _train(tmp_path / "straight", steps=6)
-    real_make = enc.make_train_step
+    real_make = training.make_train_step
 
     def killed_after_3(*args, **kwargs):
         step = real_make(*args, **kwargs)
@@ -80,12 +81,12 @@ def test_resume_after_interruption_gives_identical_params(tmp_path, dcgan, monke
             return step(*a)
         return wrapped
 
-    monkeypatch.setattr(enc, "make_train_step", killed_after_3)
+    monkeypatch.setattr(training, "make_train_step", killed_after_3)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "resumed", steps=6)
     assert not (tmp_path / "resumed" / enc.MANIFEST).exists()
     assert json.loads((tmp_path / "resumed" / ".progress.json").read_text())["done"] == 2
-    monkeypatch.setattr(enc, "make_train_step", real_make)
+    monkeypatch.setattr(training, "make_train_step", real_make)
     _train(tmp_path / "resumed", steps=6)
     a, b = (json.loads((tmp_path / d / enc.MANIFEST).read_text()) for d in ("straight", "resumed"))
     assert a["arrays_sha256"] == b["arrays_sha256"]
@@ -197,7 +198,7 @@ def tiny_stylegan():
 @pytest.mark.parametrize("space", ["w", "wp"])
 def test_stylegan_w_and_wp_encoders(tiny_stylegan, space, tmp_path):
     G = tiny_stylegan
-    settings = enc.TrainSettings(space=space, steps=3, batch_size=4, lr=1e-3, seed=0)
+    settings = training.TrainSettings(space=space, steps=3, batch_size=4, lr=1e-3, seed=0)
     fresh = enc.new_encoder(G, space, 0, base_channels=8, max_channels=16, hidden=32)
     summary = train_encoder.train(G, fresh, settings, tmp_path, vgg=None, real=None, checkpoint_every=2,
                                   log_every=1, show_progress=False, command="test")
@@ -248,9 +249,10 @@ def test_perceptual_term_is_lpips_on_the_reconstruction(dcgan):
     z = jnp.asarray(G.sample_latents(7, 0, 4))
     metrics = {}
     for name, weight, net in (("plain", 0.0, None), ("perceptual", 2.0, vgg)):
-        settings = enc.TrainSettings(space="z", steps=1, batch_size=4, lr=1e-3, seed=0, perceptual_weight=weight)
-        step = enc.make_train_step(G, E, settings, net)
-        _, metrics[name] = step(enc.initial_state(E, settings), enc.train_constants(G, E, net), z, jnp.zeros(()))
+        settings = training.TrainSettings(space="z", steps=1, batch_size=4, lr=1e-3, seed=0, perceptual_weight=weight)
+        step = training.make_train_step(G, E, settings, net)
+        state, consts = training.initial_state(E, settings), training.train_constants(G, E, net)
+        _, metrics[name] = step(state, consts, z, jnp.zeros(()))
     x = G.synthesize(z)
     recon = G.synthesize(E.apply(E.arrays, x))
     lpips = np.asarray(vggm.lpips_distance(vgg.params, vggm.lpips_features(vgg.params, recon),

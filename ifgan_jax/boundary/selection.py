@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ifgan_jax import latents
 from ifgan_jax.errors import InputError
 
 __all__ = ["Split", "flatten_codes", "scores_2d", "split_by_score"]
@@ -66,8 +67,8 @@ def _chosen_num(num_valid: int, chosen_num_or_ratio: float) -> int:
 
 def _check_split_args(chosen_num_or_ratio: float, split_ratio: float, seed: int | None = None) -> None:
     """Raise InputError unless the selection arguments make sense (positive count/ratio, split in (0, 1])."""
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32):
-        raise InputError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if seed is not None:
+        latents.check_seed(seed)
     if not np.isfinite(chosen_num_or_ratio) or chosen_num_or_ratio <= 0:
         raise InputError(f"chosen_num_or_ratio must be positive, got {chosen_num_or_ratio}")
     if not np.isfinite(split_ratio) or not 0 < split_ratio <= 1:

@@ -74,18 +74,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree with every subcommand whose module is present."""
+    """The argparse tree of every subcommand."""
     parser = OneLineParser(prog="ifgan", description="InterFaceGAN in JAX: sample, score, edit, invert.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"ifgan_jax.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"ifgan_jax.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"ifgan_jax.cli.{name}").register(sub)
     return parser
 
 

@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from ifgan_jax.jobs.multiprocess import CONNECT_TIMEOUT_S
+from ifgan_jax.models.base import NOISE_MODES, SPACES
 from ifgan_jax.registry import DEFAULT_MODEL, MODELS
-
-SPACES = ("z", "w", "wp")
 
 
 def add_space_arg(parser: argparse.ArgumentParser, help_text: str, *, interfacegan: bool = False) -> None:
@@ -30,8 +29,9 @@ def refuse(message: str) -> type[argparse.Action]:
     return Refused
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """-m/--model (also InterFaceGAN's --model_name), --weights, --devices, --micro-batch."""
+def add_model_args(parser: argparse.ArgumentParser, *, noise: bool = False) -> None:
+    """-m/--model (also InterFaceGAN's --model_name), --weights, --devices, --micro-batch; with `noise` also
+    --noise-mode (for the commands that render images)."""
     parser.add_argument("-m", "--model", "--model_name", dest="model", default=DEFAULT_MODEL,
                         help=f"registry name ({', '.join(MODELS)}) or a converted model directory")
     parser.add_argument("--weights", help="weights file for a registry model whose weights you supply")
@@ -39,11 +39,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micro-batch", type=int, default=None,
                         help="run batches as a loop of this many samples (CPU default: the model's own, "
                              "DCGAN 32, others 8, inversion 16; 0 = off, the GPU default)")
+    if noise:
+        parser.add_argument("--noise-mode", choices=NOISE_MODES, type=str.lower, default=None,
+                            help="StyleGAN noise inputs: const (the stored maps), random (drawn per sample from "
+                                 "--seed and its index), none (default: the model's own; refused for models "
+                                 "without noise inputs)")
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The job keywords of add_model_args."""
-    return {"model": args.model, "weights": args.weights, "devices": args.devices, "micro_batch": args.micro_batch}
+    options = {"model": args.model, "weights": args.weights, "devices": args.devices, "micro_batch": args.micro_batch}
+    if hasattr(args, "noise_mode"):
+        options["noise_mode"] = args.noise_mode
+    return options
 
 
 def add_process_args(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from ifgan_jax.cli.common import add_model_args, add_space_arg, model_options
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("edit", help="edit codes along one or more boundaries")
-    add_model_args(p)
+    add_model_args(p, noise=True)
     p.add_argument("-b", "--boundary", "--boundary_path", dest="boundary", action="append", required=True,
                    help="boundary .npy (1, d); repeatable")
     p.add_argument("-i", "--codes", "--input_latent_codes_path", dest="codes",

@@ -9,7 +9,7 @@ from ifgan_jax.cli.common import add_model_args, add_process_args, add_space_arg
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("invert", help="find latent codes that reproduce given images (GAN inversion)")
-    add_model_args(p)
+    add_model_args(p, noise=True)
     p.add_argument("-i", "--images", required=True,
                    help="a folder of images, one image file, or a uint8 .npy of shape (N, H, W, 3)")
     p.add_argument("-o", "--out", required=True, help="output directory")

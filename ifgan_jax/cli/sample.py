@@ -16,7 +16,7 @@ STYLE_REFUSAL = ("InterFaceGAN's layer-wise style codes are not written here; fo
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", aliases=["generate_data"], help="sample latent codes and images to a directory")
-    add_model_args(p)
+    add_model_args(p, noise=True)
     p.add_argument("-n", "--num", type=int, default=None, help="number of samples (default: all of -i)")
     p.add_argument("-o", "--out", "--output_dir", dest="out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i)")

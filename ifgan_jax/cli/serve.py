@@ -9,7 +9,7 @@ from ifgan_jax.cli.common import add_model_args, model_options
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="interactive editor: a local web page with one slider per boundary")
-    add_model_args(p)
+    add_model_args(p, noise=True)
     p.add_argument("-b", "--boundary", action="append", default=None,
                    help="boundary .npy (1, d), one slider each; repeatable (default: the model's shipped ones)")
     # The defaults live in jobs/serve.py (None here), so building the parser imports no job.

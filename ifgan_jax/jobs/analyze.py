@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ifgan_jax import analysis, files
+from ifgan_jax import analysis, files, latents
 from ifgan_jax.boundary import save_boundary, train_boundaries
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.jobs import analyze_report, rundir
-from ifgan_jax.jobs.sample import MAX_SEED, write_samples
+from ifgan_jax.jobs.sample import write_samples
 from ifgan_jax.predictors import Predictor, load_predictor, scores_from_npy
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head, score_codes
@@ -141,8 +141,7 @@ def run(out_dir: str | os.PathLike, *, model: str = "dcgan_digiface", weights: s
 def _check_options(*, num, seed, codes_path, scores_path, rescore_samples, distance, min_cosine, max_pairs,
                    grid_samples, batch_size) -> None:
     """Checks on plain values, before any file or model is read."""
-    if not 0 <= seed < MAX_SEED:
-        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
+    latents.check_seed(seed, "--seed")
     if (codes_path is None) != (scores_path is None):
         raise InputError("give -c CODES.npy and -s SCORES.npy together (or neither, to sample -n codes)")
     if codes_path is None and num is not None and num < MIN_SAMPLES:

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure  # the Agg canvas through Figure.savefig: no pyplot, no global backend
 
-from ifgan_jax import analysis, files
+from ifgan_jax import analysis, files, latents
 from ifgan_jax.boundary import train_boundaries
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
@@ -45,7 +45,6 @@ def demo_predictor() -> Predictor:
 
 
 MIN_SAMPLES = 200  # fewer gives no meaningful boundary
-MAX_SEED = 2**32
 
 
 def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, curve_samples: int = 256,
@@ -84,8 +83,9 @@ def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, cu
 
 def check_options(out_dir: str | Path, *, seed: int, curve_samples: int) -> None:
     """The numbers and the folder, checked before any stage runs (each used to fail after writing some output)."""
-    if not 0 <= seed < MAX_SEED - 1:  # the curves sample with seed + 1
-        raise InputError(f"--seed must be in [0, {MAX_SEED - 1}), got {seed}")
+    latents.check_seed(seed, "--seed")
+    if seed + 1 >= latents.MAX_SEED:  # the curves sample with seed + 1
+        raise InputError(f"--seed must be in [0, {latents.MAX_SEED - 1}), got {seed}")
     if curve_samples < 1:
         raise InputError(f"--curve-samples must be >= 1, got {curve_samples}")
     files.check_writable(files.output_path(out_dir, "-o"), "output folder")

@@ -19,11 +19,11 @@ from PIL import Image
 from ifgan_jax import align as face_align
 from ifgan_jax import files
 from ifgan_jax.edit import edit_codes
-from ifgan_jax.encoder import shipped_encoder_dir
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, postprocess
 from ifgan_jax.images import load_image, to_float
 from ifgan_jax.inversion import InversionResult, invert
+from ifgan_jax.inversion.encoder import shipped_encoder_dir
 from ifgan_jax.jobs.invert import align_load_size
 from ifgan_jax.predictors import Predictor
 from ifgan_jax.progress import Progress

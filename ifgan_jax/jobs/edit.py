@@ -16,14 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifgan_jax import files
+from ifgan_jax import files, latents
 from ifgan_jax.edit import edit_codes
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.jobs import rundir
 from ifgan_jax.progress import Progress
 
-MAX_SEED = 2**32
 MAX_STEPS = 1000  # distances per boundary: a grid row of 1000 images is already past any use
 PARTIAL_CODES = ".codes.partial.npy"
 EDIT_IMAGES = "images/" + "[0-9]" * 6 + "*_[0-9]*_[0-9]*.png"  # edit_image_name's files: only these go with --overwrite
@@ -36,14 +35,14 @@ def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_d
         codes_path: str | None = None, num: int | None = None, seed: int = 0, space: str = "z",
         start_distance: float = -3.0, end_distance: float = 3.0, steps: int = 10, mode: str = "absolute",
         layers: str | None = None, truncation_aware: bool = False, write_images: bool = True, overwrite: bool = False,
-        show_progress: bool = True, devices: int | None = None, micro_batch: int | None = None) -> dict[str, Any]:
+        show_progress: bool = True, devices: int | None = None, micro_batch: int | None = None,
+        noise_mode: str | None = None) -> dict[str, Any]:
     """The `edit` command: load the model, boundaries and codes, check them, edit, print a summary line."""
     if codes_path is None and num is None:
         raise InputError("give -i CODES.npy or -n N")
     if num is not None and num < 1:
         raise InputError(f"-n must be >= 1, got {num}")
-    if not 0 <= seed < MAX_SEED:
-        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
+    latents.check_seed(seed, "--seed")
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {steps}")
     files.check_writable(files.output_path(out_dir, "-o"), "output folder")
@@ -51,7 +50,7 @@ def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_d
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
     names = [Path(p).name for p in boundary_paths]
     bounds = check_boundaries(G, boundaries, space, names)
-    if codes_path is None and space != "z" and G.arch.mapping is None:
+    if codes_path is None and space != "z" and not G.has_mapping:
         raise InputError(f"{G.name} has only Z codes; -s {space} needs a model with a mapping network")
     codes = files.load_npy(codes_path, "codes") if codes_path else sampled_codes(G, seed, num, space)
     layer_ids = parse_layers(layers, G.num_layers)
@@ -59,15 +58,13 @@ def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_d
         raise InputError("--layers applies to W+ codes (--space wp)")
     strength = None
     if truncation_aware:
-        psi = getattr(G.config, "truncation_psi", None)
-        if space != "wp" or psi is None:
-            raise InputError("--truncation-aware applies to W+ codes of a model with truncation")
-        cut = min(G.config.truncation_layers, G.num_layers)
-        strength = np.array([psi] * cut + [1.0] * (G.num_layers - cut), np.float32)
+        if space != "wp":
+            raise InputError("--truncation-aware applies to W+ codes (--space wp)")
+        strength = G.truncation_profile()
     result = write_edits(G, np.asarray(codes), bounds, out_dir, names=names, space=space,
                          start_distance=start_distance, end_distance=end_distance, steps=steps, mode=mode,
                          layers=layer_ids, layer_strength=strength, write_images=write_images,
-                         overwrite=overwrite, show_progress=show_progress)
+                         overwrite=overwrite, show_progress=show_progress, noise_mode=noise_mode, seed=seed)
     if not result["skipped"]:
         print(f"wrote {result['count']} edited images to {result['out_dir']} ({result['rate']:.1f} img/s)")
     return result
@@ -140,8 +137,13 @@ def write_edits(
     chunk: int = 64,
     overwrite: bool = False,
     show_progress: bool = True,
+    noise_mode: str | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Edit every code along every boundary; write codes.npy (N, B, S, ...), PNGs, grids and edit.json.
+
+    noise_mode 'random': every edit of code i gets the noise `sample --seed seed` draws for index i, so only
+    the edit changes its images.
 
     The folder follows jobs/rundir.py: meta.json names the run, so rerunning it is a no-op (or finishes a killed
     one) and a folder holding another edit is refused unless `overwrite` replaces it; never a mix of both.
@@ -149,6 +151,7 @@ def write_edits(
     if len(codes) == 0:
         raise InputError("there are no codes to edit")
     codes = G.check_codes(codes, space)
+    G.check_noise_mode(noise_mode)
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {steps}")
     if mode not in ("absolute", "relative"):
@@ -166,6 +169,8 @@ def write_edits(
         "layer_strength": None if layer_strength is None else np.asarray(layer_strength, np.float32).tolist(),
         "write_images": bool(write_images), "grid_samples": int(grid_samples),
     }
+    if noise_mode is not None:  # only when given: a default run's meta.json stays as it was
+        identity.update(noise_mode=noise_mode, noise_seed=latents.check_seed(seed) if noise_mode == "random" else None)
     if rundir.start_run(out, identity, OUTPUT_NAMES, overwrite) is None:
         return {"out_dir": str(out), "count": n * b * steps, "skipped": True}
     codes_out = files.open_npy(out / PARTIAL_CODES, (n, b, steps, *codes.shape[1:]), np.float32, resume=False)
@@ -181,7 +186,11 @@ def write_edits(
             stop = min(start + chunk, n)
             edited = _edit(jnp.asarray(codes[start:stop]), bound, distances, strength, mode=mode, layers=layers)
             flat = edited.reshape(-1, *codes.shape[1:])
-            images = np.asarray(G.synthesize_uint8(flat, space)).reshape(stop - start, b, steps, h, h, 3)
+            noise = {"noise_mode": noise_mode}
+            if noise_mode == "random":  # sample s's noise for all of its edits
+                keys = latents.noise_keys(seed, start, stop - start)
+                noise["key"] = keys[np.repeat(np.arange(stop - start), b * steps)]
+            images = np.asarray(G.synthesize_uint8(flat, space, **noise)).reshape(stop - start, b, steps, h, h, 3)
             codes_out[start:stop] = np.asarray(edited)
             files.flush_npy(codes_out)  # keeps the RSS bounded however many codes the edit writes
             for i in range(start, min(stop, grid.shape[1])):
@@ -223,8 +232,4 @@ def _sha256(array: np.ndarray) -> str:
 def sampled_codes(G: Generator, seed: int, num: int, space: str) -> np.ndarray:
     """The first `num` codes of `seed` in `space`: Z rows mapped (and truncated for W+), the very rows
     `sample --seed S` writes to z.npy / w.npy / wp.npy (InterFaceGAN's `edit.py -n N -s W`)."""
-    z = G.sample_latents(seed, 0, num)
-    if space == "z":
-        return z
-    w = G.mapping(z)
-    return np.asarray(w if space == "w" else G.truncate(w))
+    return G.codes_from_z(G.sample_latents(seed, 0, num), space)

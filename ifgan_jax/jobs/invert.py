@@ -30,7 +30,7 @@ from ifgan_jax import files
 from ifgan_jax import inversion as inv
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
-from ifgan_jax.images import LoadedImages, load_images
+from ifgan_jax.images import LoadedImages, load_images, to_uint8
 from ifgan_jax.jobs import multiprocess, rundir
 from ifgan_jax.progress import Progress
 
@@ -53,7 +53,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
         micro_batch: int | None = None, coordinator: str | None = None, num_processes: int | None = None,
         process_id: int | None = None, align: bool = False,
         coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S, encoder: str | None = None,
-        domain_weight: float = 0.0) -> dict[str, Any] | None:
+        domain_weight: float = 0.0, noise_mode: str | None = None) -> dict[str, Any] | None:
     """The `invert` command: check the settings, load the model and images, invert into `out_dir`, print a summary.
 
     Returns the merged result ({"images": metrics, "diverged": count}), or None when this process wrote no
@@ -82,7 +82,8 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     vgg = inv.load_vgg16(vgg16, lpips_lin) if vgg16 else None
     plan = inv.make_plan(G, space, steps=steps, lr=lr, vgg16=vgg, perceptual_weight=perceptual_weight,
                          optimize_noise=optimize_noise, micro_batch=micro_batch, init=init, seed=seed,
-                         batch_size=batch_size, encoder=encoder, domain_weight=domain_weight, cli_names=True)
+                         batch_size=batch_size, encoder=encoder, domain_weight=domain_weight,
+                         noise_mode=noise_mode, cli_names=True)
     alignment = None
     if align:
         loaded, alignment = align_loaded(G, load_images(images, align_load_size(G.resolution), crop=crop))
@@ -95,6 +96,8 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
                             with_vgg=vgg is not None)
     if plan.encoder is not None:  # only then, as for align
         identity.update(encoder_sha256=plan.encoder.manifest.get("arrays_sha256"), domain_weight=plan.domain_weight)
+    if plan.noise_mode is not None:  # only when given, likewise
+        identity["noise_mode"] = plan.noise_mode
     if alignment is not None:  # only then: the identities of unaligned runs stay as they were
         identity["align"] = {"load_size": align_load_size(G.resolution), "template": alignment["template"]}
     out = Path(out_dir)
@@ -144,7 +147,7 @@ def run_identity(G: Generator, plan: inv.InversionPlan, loaded: LoadedImages, *,
     """Everything that fixes the outputs; meta.json keys, compared when a directory is resumed."""
     return {
         "model": G.name,
-        "family": G.arch.family,
+        "family": G.family,
         "space": plan.space,
         "steps": plan.steps,
         "lr": plan.lr,
@@ -227,7 +230,7 @@ def invert_range(G: Generator, plan: inv.InversionPlan, loaded: LoadedImages, ou
             if parts[b] is not None:
                 continue
             res = inv.invert(G, loaded.uint8[lo:hi], plan, vgg16=vgg)
-            recon = np.clip((res.reconstructions + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            recon = to_uint8(res.reconstructions)
             writer.submit([recon_path(out, i) for i in range(lo, hi)], recon).result()  # on disk before commit
             part = {"codes": res.codes, "mse": res.mse, "psnr": res.psnr, "loss": res.loss,
                     "steps": res.steps, "failed": res.failed}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ifgan_jax import files
+from ifgan_jax import files, latents
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.jobs import multiprocess, rundir
@@ -28,7 +28,6 @@ PIPELINE_DEPTH = 2  # batches in flight: the device computes one while the host 
 ARRAY_FILES = ("z.npy", "w.npy", "wp.npy", "images.npy", "scores.npy")
 IMAGE_FILES = "images/" + "[0-9]" * 6 + ".png"  # image_name's files: only these go with --overwrite
 OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, *ARRAY_FILES, IMAGE_FILES, "images", "attributes.json")
-MAX_SEED = 2**32
 
 
 def image_name(index: int) -> str:
@@ -41,19 +40,18 @@ def run(out_dir: str | Path, *, model: str = "dcgan_digiface", weights: str | No
         codes_space: str = "z", overwrite: bool = False, score: str | None = None, show_progress: bool = True,
         devices: int | None = None, micro_batch: int | None = None, coordinator: str | None = None,
         num_processes: int | None = None, process_id: int | None = None,
-        coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S) -> dict[str, Any]:
+        coordinator_timeout: float = multiprocess.CONNECT_TIMEOUT_S, noise_mode: str | None = None) -> dict[str, Any]:
     """The `sample` command: load the model (and predictor), sample to `out_dir`, print a summary line."""
     files.output_path(out_dir, "-o")  # an empty string is not the current folder
     info = multiprocess.initialize(coordinator, num_processes, process_id, coordinator_timeout)  # before any JAX work
     codes = files.load_npy(codes_path, "codes") if codes_path else None
     if codes is None and num is None:
         raise InputError("give -n N (or -i CODES.npy)")
-    if not 0 <= seed < MAX_SEED:
-        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
+    latents.check_seed(seed, "--seed")
     predictor = load_predictor(score) if score else None
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
     options = {"seed": seed, "image_format": image_format, "codes_space": codes_space,
-               "show_progress": show_progress, "predictor": predictor}
+               "show_progress": show_progress, "predictor": predictor, "noise_mode": noise_mode}
     if info.num_processes > 1:
         result = write_shared(G, out_dir, info, count=num, batch_size=batch_size, codes=codes, overwrite=overwrite,
                               **options)
@@ -84,11 +82,14 @@ def write_samples(
     show_progress: bool = True,
     predictor: Predictor | None = None,
     first_index: int = 0,
+    noise_mode: str | None = None,
 ) -> dict[str, Any]:
     """Write `{space}.npy`, images and meta.json to out_dir; resumes a killed run of the same job.
 
-    Row r holds sample index `first_index + r` (a process's share in multi-process runs).
+    Row r holds sample index `first_index + r` (a process's share in multi-process runs). noise_mode 'random'
+    draws each sample's noise from (seed, index), like its code.
     """
+    G.check_noise_mode(noise_mode)
     if image_format not in IMAGE_FORMATS:
         raise InputError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if batch_size < 1:
@@ -102,8 +103,9 @@ def write_samples(
         raise InputError(f"the number of samples must be >= 1, got {count}")
     out = Path(out_dir)
     identity = run_identity(G, count=count, first_index=first_index, seed=seed, codes=codes,
-                            codes_space=codes_space, image_format=image_format, predictor=predictor)
-    layout = _code_layout(G, codes_space if codes is not None else "z")
+                            codes_space=codes_space, image_format=image_format, predictor=predictor,
+                            noise_mode=noise_mode)
+    layout = G.code_layout(codes_space if codes is not None else "z")
     _check_space(out, count, layout, G.resolution if image_format == "npy" else 0,
                  0 if predictor is None else len(predictor.labels))
     done = rundir.start_run(out, identity, OUTPUT_NAMES, overwrite)
@@ -132,12 +134,14 @@ def write_samples(
     with files.PngWriter() as writer:
         for start in range(done, count, batch_size):
             stop = min(start + batch_size, count)
-            batch_codes = _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index)
-            space = codes_space if codes is not None else _synth_space(G)
+            batch_codes, space = _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index)
+            noise = {"noise_mode": noise_mode}
+            if noise_mode == "random":
+                noise["key"] = latents.noise_keys(seed, first_index + start, stop - start)
             if head is None:
-                result = G.synthesize_uint8(batch_codes, space)
+                result = G.synthesize_uint8(batch_codes, space, **noise)
             else:
-                result = G.synthesize_with(batch_codes, head, predictor.params, space)
+                result = G.synthesize_with(batch_codes, head, predictor.params, space, **noise)
             in_flight.append((start, stop, result))
             if len(in_flight) >= PIPELINE_DEPTH:
                 pending.append(_write_batch(out, writer, images_npy, scores, first_index, *in_flight.popleft()))
@@ -162,11 +166,11 @@ def _check_space(out: Path, count: int, layout: dict[str, tuple[int, ...]], imag
 
 
 def run_identity(G: Generator, *, count: int, first_index: int, seed: int, codes: np.ndarray | None, codes_space: str,
-                 image_format: str, predictor: Predictor | None) -> dict[str, Any]:
+                 image_format: str, predictor: Predictor | None, noise_mode: str | None = None) -> dict[str, Any]:
     """Everything that fixes a sampling run's outputs: the meta.json keys compared when a folder is reused."""
-    return {
+    identity = {
         "model": G.name,
-        "family": G.arch.family,
+        "family": G.family,
         "count": int(count),
         "first_index": int(first_index),
         "seed": None if codes is not None else int(seed),
@@ -175,37 +179,30 @@ def run_identity(G: Generator, *, count: int, first_index: int, seed: int, codes
         "image_format": image_format,
         "predictor": None if predictor is None else predictor.name,
     }
-
-
-def _synth_space(G: Generator) -> str:
-    # Models with a mapping network synthesize from the truncated W+ codes written beside z.
-    return "wp" if G.arch.truncate is not None else "z"
-
-
-def _code_layout(G: Generator, space: str) -> dict[str, tuple[int, ...]]:
-    if space != "z" or G.arch.mapping is None:
-        return {space: G.arch.code_shape(space)}
-    return {s: G.arch.code_shape(s) for s in ("z", "w", "wp")}
+    if noise_mode is not None:  # only when given: a default run's meta.json stays as it was
+        identity["noise_mode"] = noise_mode
+    return identity
 
 
 def _batch_codes(G, codes, codes_space, seed, start, stop, arrays, first_index) -> Any:
-    """Codes of one batch, written into the .npy memmaps; returns what `synthesize` takes."""
+    """Codes of one batch, written into the .npy memmaps; returns (codes, space) for `synthesize`: Z codes of a
+    mapped model (sampled or given) are rendered from their truncated W+ codes, written beside them."""
     if codes is not None:
         batch = codes[start:stop]
         arrays[codes_space][start:stop] = batch
-        if codes_space != "z" or G.arch.mapping is None:
-            return batch
+        if codes_space != "z" or not G.has_mapping:
+            return batch, codes_space
         z = batch
     else:
         z = G.sample_latents(seed, first_index + start, stop - start)
         arrays["z"][start:stop] = z
-        if G.arch.mapping is None:
-            return z
-    w = G.mapping(z)
+        if not G.has_mapping:
+            return z, "z"
+    w = G.codes_from_z(z, "w")
     wp = G.truncate(w)
-    arrays["w"][start:stop] = np.asarray(w)
+    arrays["w"][start:stop] = w
     arrays["wp"][start:stop] = np.asarray(wp)
-    return wp
+    return wp, G.synthesis_space
 
 
 def _write_batch(out: Path, writer: files.PngWriter, images_npy, scores, first_index: int, start: int, stop: int,
@@ -259,7 +256,7 @@ def write_shared(G: Generator, out_dir: str | Path, info: multiprocess.ProcessIn
     # The merged folder must hold this very run (seed, model, codes...), as a single-process rerun checks.
     identity = run_identity(G, count=count, first_index=0, seed=options.get("seed", 0), codes=codes,
                             codes_space=codes_space, image_format=options.get("image_format", "png"),
-                            predictor=options.get("predictor"))
+                            predictor=options.get("predictor"), noise_mode=options.get("noise_mode"))
     if not overwrite:
         if multiprocess.merged_complete(out, identity):
             print(f"{out}: this run is already complete", flush=True)

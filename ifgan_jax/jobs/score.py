@@ -47,7 +47,7 @@ def run(out_dir: str, *, source: str, predictor: str = "fer", space: str = "z", 
                 G.check_codes(codes[start : start + CHECK_ROWS], space)
             except InputError as err:
                 raise InputError(f"-i {source_path} (rows from {start}): {err}") from None
-        if codes.ndim == len(G.arch.code_shape(space)):
+        if codes.ndim == len(G.code_shape(space)):
             codes = codes[None]  # one code, as check_codes takes it
         if len(codes) == 0:
             raise InputError(f"-i {source_path} holds no codes (shape {codes.shape})")

@@ -248,7 +248,7 @@ def url(server: EditorServer) -> str:
 def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_paths: list[str] | None = None,
         host: str | None = None, port: int | None = None, predictor: str | None = None,
         invert_steps: int | None = None, devices: int | None = None, micro_batch: int | None = None,
-        space: str | None = None) -> int:
+        space: str | None = None, noise_mode: str | None = None) -> int:
     """The `serve` command: bind first (a port in use fails at once), load and warm the model, serve until ^C.
 
     None picks the default: DEFAULT_HOST, DEFAULT_PORT, the demo's predictor ('none': no scores), the model's
@@ -261,7 +261,8 @@ def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_p
         t = time.perf_counter()
         G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
         editor, note = build_editor(G, boundary_paths, predictor=DEMO_PREDICTOR if predictor is None else predictor,
-                                    invert_steps=invert_steps, space=DEFAULT_SPACE if space is None else space)
+                                    invert_steps=invert_steps, space=DEFAULT_SPACE if space is None else space,
+                                    noise_mode=noise_mode)
         if note:
             print(f"ifgan serve: {note}", file=sys.stderr)
         server.editor = editor

@@ -31,14 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ifgan_jax import latents
 from ifgan_jax.boundary import load_boundary, project_boundary
-from ifgan_jax.encoder import shipped_encoder_dir
 from ifgan_jax.errors import InputError, MissingWheelError
 from ifgan_jax.files import encode_png
 from ifgan_jax.generator import Generator
 from ifgan_jax.images import load_image
-from ifgan_jax.inversion import invert
-from ifgan_jax.inversion_plan import make_plan
+from ifgan_jax.inversion import invert, make_plan
+from ifgan_jax.inversion.encoder import shipped_encoder_dir
 from ifgan_jax.jobs.demo import PREDICTOR as DEMO_PREDICTOR
 from ifgan_jax.predictors import Predictor, load_predictor
 from ifgan_jax.scoring import make_score_head
@@ -48,7 +48,6 @@ MAX_UPLOAD_PIXELS = 40_000_000  # width x height read from the header, checked b
 MAX_JSON_BYTES = 256 * 1024  # a render request: a code of a 512-d model as JSON is ~12 KB
 MAX_OFFSET = 20.0  # |offset| along a unit boundary; the page's sliders stop at SLIDER_RANGE
 SLIDER_RANGE = 3.0  # InterFaceGAN's edit range (-3 .. 3)
-MAX_SEED = 2**32
 MAX_CODES = 4096  # codes kept by id (seeds, uploads, edits); the oldest are forgotten first
 CODE_ID_HEX = 16  # a code's id: the first hex digits of the sha256 of its float32 bytes
 INVERT_STEPS_ENCODER = 50  # refinement steps after the shipped encoder (~32 dB in-domain, about a second)
@@ -134,22 +133,28 @@ def offset_codes(codes: jax.Array, offsets: jax.Array, directions: jax.Array) ->
     return codes + offsets @ directions
 
 
-def make_renderer(G: Generator, predictor: Predictor | None,
-                  space: str = DEFAULT_SPACE) -> Callable[..., dict[str, np.ndarray]]:
+def make_renderer(G: Generator, predictor: Predictor | None, space: str = DEFAULT_SPACE,
+                  noise_mode: str | None = None) -> Callable[..., dict[str, np.ndarray]]:
     """A pure render: (codes (N, d), offsets (N, K), directions (K, d)) -> {codes, images uint8, scores}.
+
+    noise_mode 'random' draws the noise once, from a fixed key: a slider moves the code and nothing else.
 
     The edit and the synthesis (with the predictor's scoring fused in) are jitted; every call of one batch
     size reuses one compiled program, so after a warm-up call a slider move costs only the compute.
     """
     head = make_score_head(predictor, with_images=True) if predictor is not None else None
+    noise = {"noise_mode": G.check_noise_mode(noise_mode)}
+    if noise_mode == "random":
+        noise["key"] = jax.random.key(0)
 
     def render(codes: Any, offsets: Any, directions: Any) -> dict[str, np.ndarray]:
         edited = offset_codes(jnp.asarray(codes, jnp.float32), jnp.asarray(offsets, jnp.float32),
                               jnp.asarray(directions, jnp.float32))
         if head is None:
-            images, scores = G.synthesize_uint8(edited, space), np.zeros((edited.shape[0], 0), np.float32)
+            images = G.synthesize_uint8(edited, space, **noise)
+            scores = np.zeros((edited.shape[0], 0), np.float32)
         else:
-            out = G.synthesize_with(edited, head, predictor.params, space)
+            out = G.synthesize_with(edited, head, predictor.params, space, **noise)
             images, scores = out["images"], out["scores"]
         return {"codes": np.asarray(edited), "images": np.asarray(images), "scores": np.asarray(scores)}
 
@@ -240,7 +245,7 @@ class Editor:
     """Everything the editor's endpoints do, for one generator, one BoundarySet and an optional predictor."""
 
     def __init__(self, G: Generator, boundaries: BoundarySet, predictor: Predictor | None = None, *,
-                 invert_steps: int | None = None, space: str = DEFAULT_SPACE):
+                 invert_steps: int | None = None, space: str = DEFAULT_SPACE, noise_mode: str | None = None):
         if space not in SPACES or space not in G.spaces:
             raise InputError(f"--space must be one of {', '.join(s for s in SPACES if s in G.spaces)} for {G.name}, "
                              f"got {space!r}")
@@ -250,13 +255,15 @@ class Editor:
         self.labels = tuple(predictor.labels) if predictor is not None else ()
         self.codes = CodeStore()
         self.space = space
-        self._render = make_renderer(G, predictor, space)
+        self._render = make_renderer(G, predictor, space, noise_mode)
         encoder = shipped_encoder_dir(G.name, space)
         self.invert_init = "encoder" if encoder is not None else None  # None: the inversion's default init
         if invert_steps is None:
             invert_steps = INVERT_STEPS_ENCODER if encoder is not None else INVERT_STEPS_OPTIMIZE
         # One plan, built and checked once; micro_batch=1: a lone photo runs without padding.
-        self.plan = make_plan(G, space, init=self.invert_init, steps=invert_steps, micro_batch=1, seed=0)
+        # Uploads invert with the stored noise when the sliders draw random noise (a fixed objective).
+        self.plan = make_plan(G, space, init=self.invert_init, steps=invert_steps, micro_batch=1, seed=0,
+                              noise_mode="const" if noise_mode == "random" else noise_mode)
         self._invert_lock = threading.Lock()
         self._inverting: dict[str, Any] | None = None
         self._seconds_per_step: float | None = None
@@ -300,7 +307,7 @@ class Editor:
             "labels": list(self.labels),
             "conditional": {"available": b.conditioned is not None, "note": b.conditional_note},
             "invert": {"init": self.plan.init, "steps": self.plan.steps},
-            "slider_range": SLIDER_RANGE, "max_offset": MAX_OFFSET, "max_seed": MAX_SEED - 1,
+            "slider_range": SLIDER_RANGE, "max_offset": MAX_OFFSET, "max_seed": latents.MAX_SEED - 1,
             "max_upload_bytes": MAX_UPLOAD_BYTES, "max_upload_pixels": MAX_UPLOAD_PIXELS,
         }
 
@@ -311,11 +318,8 @@ class Editor:
         if len(given) != 1:
             raise InputError(f"give exactly one of seed, code_id, code (got {', '.join(given) or 'none'})")
         if "seed" in given:
-            seed = request["seed"]
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
-                raise InputError(f"seed must be an integer in [0, {MAX_SEED}), got {seed!r}")
-            z = self.G.sample_latents(seed, 0, 1)
-            return z if self.space == "z" else np.asarray(self.G.mapping(z))  # W: seed's Z mapped, as `sample`
+            z = self.G.sample_latents(latents.check_seed(request["seed"]), 0, 1)
+            return self.G.codes_from_z(z, self.space)  # W: seed's Z mapped, as `sample`
         if "code_id" in given:
             if not isinstance(request["code_id"], str):
                 raise InputError(f"code_id must be a string, got {request['code_id']!r}")
@@ -434,7 +438,7 @@ def load_editor_predictor(name: str | None) -> tuple[Predictor | None, str]:
 
 def build_editor(G: Generator, boundary_paths: list[str | os.PathLike] | None = None, *,
                  predictor: str | None = DEMO_PREDICTOR, invert_steps: int | None = None,
-                 space: str = DEFAULT_SPACE) -> tuple[Editor, str]:
+                 space: str = DEFAULT_SPACE, noise_mode: str | None = None) -> tuple[Editor, str]:
     """A warmed-up Editor for G: the given boundaries (None: the model's shipped ones) and predictor; and a note.
 
     A predictor that cannot score this model's images (e.g. faces too small for the landmarks) is dropped
@@ -443,13 +447,13 @@ def build_editor(G: Generator, boundary_paths: list[str | os.PathLike] | None = 
     paths = shipped_boundary_paths(G.name) if boundary_paths is None else list(boundary_paths)
     boundaries = load_boundary_set(paths, G.latent_dim)
     scorer, note = load_editor_predictor(predictor)
-    editor = Editor(G, boundaries, scorer, invert_steps=invert_steps, space=space)
+    editor = Editor(G, boundaries, scorer, invert_steps=invert_steps, space=space, noise_mode=noise_mode)
     try:
         editor.warm_render()
     except InputError as err:
         if scorer is None:
             raise
-        editor = Editor(G, boundaries, None, invert_steps=invert_steps, space=space)
+        editor = Editor(G, boundaries, None, invert_steps=invert_steps, space=space, noise_mode=noise_mode)
         editor.warm_render()
         note = f"scores hidden: predictor {scorer.name!r} cannot score {G.name}'s images ({err})"
     return editor, note

@@ -1,6 +1,6 @@
 """The `train-encoder` job: train an inversion encoder for a generator's space into a resumable directory.
 
-Output directory: encoder.json + arrays/ (the trained encoder, see ifgan_jax/encoder.py; `invert --init
+Output directory: encoder.json + arrays/ (the trained encoder, see ifgan_jax/inversion/encoder.py; `invert --init
 encoder --encoder DIR` reads it), metrics.jsonl (one line per --log-every steps: losses averaged over them,
 lr, elapsed seconds), metrics.json (the summary: final losses, encoder-only PSNR on held-out generated
 images), meta.json. While running, checkpoints/ holds orbax checkpoints of the parameters and optimizer
@@ -26,12 +26,12 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ifgan_jax import encoder as enc
-from ifgan_jax import files, parallel
+from ifgan_jax import files, latents, parallel
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.images import load_images
-from ifgan_jax.inversion import load_vgg16, psnr
+from ifgan_jax.inversion import encoder as enc
+from ifgan_jax.inversion import load_vgg16, psnr, training
 from ifgan_jax.jobs import rundir
 from ifgan_jax.jobs.invert import inputs_sha256
 from ifgan_jax.progress import Progress
@@ -78,7 +78,7 @@ def run(out_dir: str | Path, *, model: str = DEFAULT_MODEL, weights: str | None 
         if len(loaded) == 0:
             raise InputError(f"no usable images in {real_images}")
         real = loaded
-    settings = enc.TrainSettings(
+    settings = training.TrainSettings(
         space=space, steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=int(seed),
         code_weight=float(code_weight), pixel_weight=float(pixel_weight),
         perceptual_weight=float(perceptual_weight) if vgg is not None else 0.0,
@@ -88,7 +88,7 @@ def run(out_dir: str | Path, *, model: str = DEFAULT_MODEL, weights: str | None 
     widths = {"base_channels": base_channels, "max_channels": max_channels, "hidden": hidden}
     fresh = enc.new_encoder(G, space, seed, **widths)  # checks the space and widths
     identity = {
-        "job": "train-encoder", "model": G.name, "family": G.arch.family, "devices": G.num_devices,
+        "job": "train-encoder", "model": G.name, "family": G.family, "devices": G.num_devices,
         **{k: v for k, v in dataclasses.asdict(settings).items()}, "encoder": widths,
         "vgg16_sha256": files.sha256_file(vgg16) if vgg16 else None,
         "lpips_lin_sha256": files.sha256_file(lpips_lin) if lpips_lin else None,
@@ -117,15 +117,14 @@ def _check(*, steps: int, batch_size: int, lr: float, seed: int, checkpoint_ever
             raise InputError(f"{flag} must be >= 1, got {value}")
     if not (math.isfinite(float(lr)) and float(lr) > 0):
         raise InputError(f"--lr must be a positive number, got {lr}")
-    if not 0 <= int(seed) < 2**32:
-        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
+    latents.check_seed(seed, "--seed")
     if not 0 <= int(pixel_batch) <= int(batch_size):
         raise InputError(f"--pixel-batch must be in [0, --batch-size], got {pixel_batch}")
     if any(not (math.isfinite(float(w)) and float(w) >= 0) for w in weights):
         raise InputError("loss weights must be finite and >= 0")
 
 
-def reproduce_command(model: str, space: str, settings: enc.TrainSettings, widths: dict[str, int], *,
+def reproduce_command(model: str, space: str, settings: training.TrainSettings, widths: dict[str, int], *,
                       vgg16: str | None, real_images: str | None) -> str:
     """The `run.py train-encoder` line that retrains this encoder (recorded in encoder.json)."""
     parts = [f"python run.py train-encoder -m {model} --space {space} --steps {settings.steps}",
@@ -142,23 +141,23 @@ def reproduce_command(model: str, space: str, settings: enc.TrainSettings, width
     return " ".join(parts + ["-o DIR"])
 
 
-def real_batch(real: Any, settings: enc.TrainSettings, step: int) -> np.ndarray:
+def real_batch(real: Any, settings: training.TrainSettings, step: int) -> np.ndarray:
     """The real photos of step `step`: epochs of seeded permutations, so it depends only on (seed, step)."""
     n, b = len(real), settings.real_batch
     rows = []
     for j in range(step * b, (step + 1) * b):
         epoch, pos = divmod(j, n)
-        rng = np.random.default_rng([enc.derived_seed(settings.seed, "real"), epoch])
+        rng = np.random.default_rng([training.derived_seed(settings.seed, "real"), epoch])
         rows.append(rng.permutation(n)[pos])
     return real.images[np.asarray(rows)]
 
 
-def train(G: Generator, encoder: enc.Encoder, settings: enc.TrainSettings, out: Path, *, vgg: Any, real: Any,
+def train(G: Generator, encoder: enc.Encoder, settings: training.TrainSettings, out: Path, *, vgg: Any, real: Any,
           checkpoint_every: int, log_every: int, show_progress: bool, command: str) -> dict[str, Any]:
     """The training loop with checkpoints and the metrics log; writes the encoder and metrics.json."""
-    step_fn = enc.make_train_step(G, encoder, settings, vgg)
-    consts = enc.train_constants(G, encoder, vgg)
-    state = enc.initial_state(encoder, settings)
+    step_fn = training.make_train_step(G, encoder, settings, vgg)
+    consts = training.train_constants(G, encoder, vgg)
+    state = training.initial_state(encoder, settings)
     batch_sharding = NamedSharding(G.mesh, P(parallel.DATA_AXIS))
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     with ocp.CheckpointManager((out / CHECKPOINTS).absolute(), options=options) as manager:
@@ -172,11 +171,11 @@ def train(G: Generator, encoder: enc.Encoder, settings: enc.TrainSettings, out: 
         log = _trim_log(out / LOG_FILE, start)
         elapsed = log[-1]["elapsed_s"] if log else 0.0
         session_start = time.perf_counter()
-        schedule = enc.lr_schedule(settings)
+        schedule = training.lr_schedule(settings)
         progress = Progress(settings.steps, start, desc=f"train-encoder {G.name}", unit="step", enabled=show_progress)
         window: list[dict[str, float]] = []
         for k in range(start, settings.steps):
-            z = jax.device_put(enc.train_latents(G, settings, k), batch_sharding)
+            z = jax.device_put(training.train_latents(G, settings, k), batch_sharding)
             r = (jax.device_put(real_batch(real, settings, k), batch_sharding) if settings.real_batch else None)
             state, metrics = step_fn(state, consts, z, r)
             metrics = {key: float(v) for key, v in jax.device_get(metrics).items()}
@@ -205,14 +204,14 @@ def train(G: Generator, encoder: enc.Encoder, settings: enc.TrainSettings, out: 
             progress.update(1, info=f"loss {metrics['loss']:.4f}")
         progress.close()
     trained = dataclasses.replace(encoder, params=jax.device_get(state["params"]))
-    images = enc.eval_images(G, settings.seed, EVAL_COUNT, settings.space)
-    values = psnr(enc.evaluate(G, trained, images)["mse"])
+    images = training.eval_images(G, settings.seed, EVAL_COUNT, settings.space)
+    values = psnr(training.evaluate(G, trained, images)["mse"])
     log = _trim_log(out / LOG_FILE, settings.steps)
     summary = {"steps": settings.steps, "train_s": log[-1]["elapsed_s"] if log else 0.0,
                "final": log[-1] if log else {},
                "eval": {"count": EVAL_COUNT, "images": "generated, never training data (seed stream 'eval')",
                         "mean_psnr": float(values.mean()), "min_psnr": float(values.min())}}
-    extra = {"family": G.arch.family, "resolution": G.resolution, "train": dataclasses.asdict(settings),
+    extra = {"family": G.family, "resolution": G.resolution, "train": dataclasses.asdict(settings),
              "command": command, "eval": summary["eval"], "train_s": summary["train_s"], "devices": G.num_devices,
              "platform": G.mesh.devices.flat[0].platform, "versions": rundir.versions()}
     enc.save_encoder(out, trained, extra)

@@ -186,8 +186,8 @@ def architecture(config: Config) -> Architecture:
     """The DCGAN as pure functions for `Generator`."""
     bound = bind(lambda rngs: DCGANGenerator(config))
 
-    def synthesize(params, buffers, codes, space, key=None, *, tail_batch=0):
-        del key  # the DCGAN has no noise inputs
+    def synthesize(params, buffers, codes, space, key=None, noise_mode=None, *, tail_batch=0):
+        del key, noise_mode  # the DCGAN has no noise inputs
         if space != "z":
             raise ValueError(f"the DCGAN has only a Z space, not {space!r}")
         return bound.apply(params, buffers, lambda m, z: m(z, tail_batch), codes)

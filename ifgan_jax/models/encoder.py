@@ -7,7 +7,7 @@ from `base_channels` up to `max_channels`, which keeps the cost of the large ear
 about 0.1 GFLOP per image, half the DCGAN generator it inverts). No normalization layers: a batch's codes
 do not depend on its batch mates, inference is one fused conv chain XLA:CPU runs well, and there are no
 running statistics to checkpoint. The head flattens the 4x4 map into a `hidden`-wide layer and predicts
-the code in units of the latent spread around the latent mean (`ifgan_jax/encoder.py` adds them back), so
+the code in units of the latent spread around the latent mean (`ifgan_jax/inversion/encoder.py` adds them back), so
 one set of initial weights suits Z (N(0, 1)), W and W+ codes (e4e's `w_avg + delta` for W+).
 """
 

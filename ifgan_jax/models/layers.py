@@ -96,3 +96,12 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): phase a of row j is output row 2j + a
     n, h, _, w, _, c = y.shape
     return y.reshape(n, 2 * h, 2 * w, c)
+
+
+def normal_per_image(key: jax.Array, batch: int, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal draws (batch, *shape): one key for the batch, or one key per image (typed keys of shape
+    (batch,) or raw ones of shape (batch, 2)), so that an image's draw does not depend on its batch mates."""
+    per_image = key.ndim == 1 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key.ndim == 2
+    if per_image:
+        return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(key)
+    return jax.random.normal(key, (batch, *shape), jnp.float32)

@@ -131,8 +131,8 @@ def architecture(config: Config) -> Architecture:
     """PGGAN as pure functions for `Generator` (Z space only; z is normalized by the caller)."""
     bound = bind(lambda rngs: PGGANGenerator(config))
 
-    def synthesize(params, buffers, codes, space, key=None):
-        del key  # PGGAN has no noise inputs
+    def synthesize(params, buffers, codes, space, key=None, noise_mode=None):
+        del key, noise_mode  # PGGAN has no noise inputs
         if space != "z":
             raise ValueError(f"PGGAN has only a Z space, not {space!r}")
         # The 2-D z is pixel-normalized over its channels by layer0, as InterFaceGAN's view(N, C, 1, 1).

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture, mapped_architecture
+from ifgan_jax.models.base import CONFIG_CUTOFF, NOISE_MODES, SPACES, Architecture, mapped_architecture
 from ifgan_jax.models.layers import (
     CONV_GAIN,
     Buffer,
@@ -36,6 +36,7 @@ from ifgan_jax.models.layers import (
     fused_up_kernel,
     lrelu,
     nearest_up_kernel,
+    normal_per_image,
     pixel_norm,
     upsample_conv,
 )
@@ -47,8 +48,6 @@ MAPPING_LR_MULTIPLIER = 0.01  # runtime factor on mapping weights (besides He) a
 INSTANCE_NORM_EPS = 1e-8
 AUTO_FUSED_MIN_RES = 128  # fused_scale='auto' uses the transposed conv from this resolution on
 CONST_SIZE = 4
-NOISE_MODES = ("const", "random", "none")
-SPACES = ("z", "w", "wp")
 # The [1, 2, 1] x [1, 2, 1] / 16 blur after every up-sampling conv, applied as two separable passes.
 BLUR_1D = (0.25, 0.5, 0.25)
 
@@ -217,7 +216,14 @@ def blur(x: jax.Array) -> jax.Array:
 
 def layer_noise(key: jax.Array, layer: int, batch: int, resolution: int) -> jax.Array:
     """Random noise (batch, R, R) of one layer: the key folded with the layer index, one map per image."""
-    return jax.random.normal(jax.random.fold_in(key, layer), (batch, resolution, resolution), jnp.float32)
+    return normal_per_image(_fold_layer(key, layer), batch, (resolution, resolution))
+
+
+def _fold_layer(key: jax.Array, layer: int) -> jax.Array:
+    """The key (or each per-image key) folded with a layer index."""
+    if key.ndim == (1 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 2):
+        return jax.vmap(lambda k: jax.random.fold_in(k, layer))(key)
+    return jax.random.fold_in(key, layer)
 
 
 class FirstConvBlock(nnx.Module):
@@ -289,8 +295,7 @@ class Synthesis(nnx.Module):
         # Level of detail: 0 in every released model; the converter rejects other values.
         self.lod = Buffer(jnp.zeros(()))
 
-    def noise(self, layer: int, batch: int, key: jax.Array | None) -> jax.Array | None:
-        mode = self.config.noise_mode
+    def noise(self, layer: int, batch: int, key: jax.Array | None, mode: str) -> jax.Array | None:
         if mode == "none":
             return None
         if mode == "const":
@@ -299,11 +304,12 @@ class Synthesis(nnx.Module):
             raise ValueError("noise_mode 'random' needs a PRNG key")
         return layer_noise(key, layer, batch, self.config.layer_resolution(layer))
 
-    def __call__(self, wp: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        n = wp.shape[0]
-        x = self.layer0(wp[:, 0], self.noise(0, n, key))
+    def __call__(self, wp: jax.Array, key: jax.Array | None = None, noise_mode: str | None = None) -> jax.Array:
+        """Images for W+ codes; noise_mode None: the config's."""
+        n, mode = wp.shape[0], noise_mode or self.config.noise_mode
+        x = self.layer0(wp[:, 0], self.noise(0, n, key, mode))
         for layer in range(1, self.config.num_layers):
-            x = getattr(self, f"layer{layer}")(x, wp[:, layer], self.noise(layer, n, key))
+            x = getattr(self, f"layer{layer}")(x, wp[:, layer], self.noise(layer, n, key, mode))
         # Only the last ToRGB contributes at lod 0 (InterFaceGAN computes and discards the others).
         return getattr(self, f"output{self.config.num_blocks - 1}")(x)
 
@@ -324,7 +330,8 @@ def architecture(config: Config) -> Architecture:
     """StyleGAN as pure functions for `Generator` (spaces z, w, wp; z is normalized by the caller)."""
     return mapped_architecture("stylegan", bind(lambda rngs: StyleGANGenerator(config)), config.resolution,
                                config.latent_dim, config.num_layers, SPACES,
-                               lambda m, wp, key: m.synthesis(wp, key), normalize_z=True)
+                               lambda m, wp, key, mode: m.synthesis(wp, key, mode), normalize_z=True,
+                               noise_modes=NOISE_MODES, truncation=(config.truncation_psi, config.truncation_layers))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:

@@ -34,12 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ifgan_jax.models.base import CONFIG_CUTOFF, Architecture, mapped_architecture
-from ifgan_jax.models.layers import Buffer
+from ifgan_jax.models.base import CONFIG_CUTOFF, NOISE_MODES, SPACES, Architecture, mapped_architecture
+from ifgan_jax.models.layers import Buffer, normal_per_image
 from ifgan_jax.models.nnx_bind import bind
 
-SPACES = ("z", "w", "wp")
-NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES = ("skip",)  # NVlabs' 'orig' and 'resnet' generators are refused by the converters
 RESOLUTIONS = tuple(2**k for k in range(3, 12))  # 8 ... 2048
 CONST_SIZE = 4
@@ -305,8 +303,9 @@ class Synthesis(nnx.Module):
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.config.block_resolutions]
 
-    def __call__(self, wp: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        noises = iter(self.noises(wp.shape[0], key))
+    def __call__(self, wp: jax.Array, key: jax.Array | None = None, noise_mode: str | None = None) -> jax.Array:
+        """Images for W+ codes; noise_mode None: the config's."""
+        noises = iter(self.noises(wp.shape[0], key, noise_mode or self.config.noise_mode))
         x = img = None
         w_idx = 0
         for block in self.blocks():
@@ -316,10 +315,9 @@ class Synthesis(nnx.Module):
             w_idx += n
         return img
 
-    def noises(self, batch: int, key: jax.Array | None) -> list[jax.Array | None]:
+    def noises(self, batch: int, key: jax.Array | None, mode: str) -> list[jax.Array | None]:
         """Per conv layer: the stored map ('const'), a fresh (batch, R, R) draw ('random') or None ('none')."""
         layers = [layer for block in self.blocks() for layer in block.layers()]
-        mode = self.config.noise_mode
         if mode == "none":
             return [None] * len(layers)
         if mode == "const":
@@ -328,7 +326,7 @@ class Synthesis(nnx.Module):
             raise ValueError("noise_mode 'random' needs a PRNG key")
         # One draw for every layer: a PRNG call per layer made XLA:CPU compile 5x longer.
         sizes = [layer.noise.shape[-1] for layer in layers]
-        flat = jax.random.normal(key, (batch, sum(r * r for r in sizes)), jnp.float32)
+        flat = normal_per_image(key, batch, (sum(r * r for r in sizes),))
         offsets = np.cumsum([0] + [r * r for r in sizes])
         return [flat[:, offsets[i]: offsets[i + 1]].reshape(batch, r, r) for i, r in enumerate(sizes)]
 
@@ -368,7 +366,9 @@ def check_sampling_settings(config: Any) -> None:
 def architecture(config: Config) -> Architecture:
     """StyleGAN2 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
     return mapped_architecture("stylegan2", bind(lambda rngs: generator(config)), config.resolution,
-                               config.w_dim, config.num_layers, SPACES, lambda m, wp, key: m.synthesis(wp, key))
+                               config.w_dim, config.num_layers, SPACES,
+                               lambda m, wp, key, mode: m.synthesis(wp, key, mode), noise_modes=NOISE_MODES,
+                               truncation=(config.truncation_psi, config.truncation_cutoff))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:

@@ -325,7 +325,8 @@ def generator(config: Config) -> MappedGenerator:
 def architecture(config: Config) -> Architecture:
     """StyleGAN3 as pure functions for `Generator` (spaces z, w, wp; z is normalized by the mapping itself)."""
     return mapped_architecture("stylegan3", bind(lambda rngs: generator(config)), config.resolution,
-                               config.w_dim, config.num_ws, SPACES, lambda m, wp, key: m.synthesis(wp))
+                               config.w_dim, config.num_ws, SPACES, lambda m, wp, key, mode: m.synthesis(wp),
+                               truncation=(config.truncation_psi, config.truncation_cutoff))
 
 
 def param_shapes(config: Config) -> tuple[dict, dict]:

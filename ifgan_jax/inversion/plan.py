@@ -10,7 +10,7 @@ Defaults per space (measured on dcgan_digiface, see benchmarks/results/invert_cp
   normalized; the mean code z = 0 has no direction on it (and is a poor start anyway).
 - ``w`` / ``wp``: init ``mean`` (the mean of 10,000 mapped samples), lr 0.1, latent noise from 0.05 * the
   samples' spread ramped to 0 over 75% of the run: NVlabs' projector settings, not tuned here.
-- init ``encoder`` (a trained encoder's codes, ifgan_jax/encoder.py; the model's shipped one by default):
+- init ``encoder`` (a trained encoder's codes, inversion/encoder.py; the model's shipped one by default):
   steps 0 is the encoder alone (no optimizer, batches of ENCODER_BATCH); refinement keeps the Adam loop,
   without latent noise and, for Z, without the sphere (the encoder's codes are not on it: projecting them
   costs more than it frees). Tuning of 100 refinement steps on 8 DCGAN faces from an early encoder (19.6 dB
@@ -25,13 +25,14 @@ import dataclasses
 import math
 from typing import Any
 
-from ifgan_jax.encoder import resolve_encoder
+from ifgan_jax import latents
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator
-from ifgan_jax.inversion_init import latent_stats, noise_paths, parse_init
+from ifgan_jax.inversion.encoder import resolve_encoder
+from ifgan_jax.inversion.initial import latent_stats, noise_paths, parse_init
+from ifgan_jax.inversion.losses import LOSSES
 from ifgan_jax.models.vgg16 import MIN_RESOLUTION as VGG_MIN_RESOLUTION
 
-SPACES = ("z", "w", "wp")
 DEFAULT_STEPS = 1000
 DEFAULT_LR = {"z": 0.1, "w": 0.1, "wp": 0.1}
 DEFAULT_INIT = {"z": "best-of-256", "w": "mean", "wp": "mean"}
@@ -44,7 +45,6 @@ ENCODER_LR = {"z": 0.2, "w": 0.1, "wp": 0.1}  # refinement from the encoder's co
 # Images per fixed-shape step loop on CPU: value-and-grad measured fastest at 16 (8: +10%, 32: +10-40%).
 CPU_MICRO_BATCH = 16
 NOISE_WEIGHT = 1e5  # NVlabs' regularize_noise_weight
-LOSSES = ("mse", "lpips", "mse+lpips")
 # How messages name a setting: as `invert()`'s keyword, or (cli_names=True) as the `invert` command's flag.
 _KEYWORD_NAMES = {"batch_size": "batch size", "micro_batch": "micro batch", "domain_weight": "domain weight"}
 
@@ -70,8 +70,9 @@ class InversionPlan:
     init: str  # 'mean' | 'random' | 'best-of-K'
     seed: int
     batch_size: int  # images per call of the compiled program
-    encoder: Any = None  # an ifgan_jax.encoder.Encoder for init 'encoder' / the domain regularizer (by identity)
+    encoder: Any = None  # an inversion.encoder.Encoder for init 'encoder' / the domain regularizer (by identity)
     domain_weight: float = 0.0  # idinvert's domain regularizer |E(G(code)) - code|^2 / spread^2
+    noise_mode: str | None = None  # the generator's noise inputs: 'const' | 'none' (None: the model's)
 
     @property
     def uses_lpips(self) -> bool:
@@ -97,8 +98,7 @@ def check_options(*, steps: int | None = None, lr: float | None = None, optimize
                          f"alone), got {steps}")
     if batch_size is not None and int(batch_size) < 1:
         raise InputError(f"{_name('batch_size', cli_names)} must be >= 1, got {batch_size}")
-    if not 0 <= int(seed) < 2**32:
-        raise InputError(f"{_name('seed', cli_names)} must be in [0, 2**32), got {seed}")
+    latents.check_seed(seed, _name("seed", cli_names))
     if optimizer is not None:
         if lr is not None:
             raise InputError("lr applies to the default Adam only; put the learning rate in the optimizer")
@@ -125,7 +125,7 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
               latent_weight: float = 0.0, optimize_noise: bool = False, noise_weight: float = NOISE_WEIGHT,
               stop_loss: float | None = None, micro_batch: int | None = None, init: str | None = None,
               seed: int = 0, batch_size: int | None = None, encoder: Any = None, domain_weight: float = 0.0,
-              cli_names: bool = False) -> InversionPlan:
+              noise_mode: str | None = None, cli_names: bool = False) -> InversionPlan:
     """Check every setting of an inversion of G's images and resolve the defaults; InputError otherwise.
 
     steps/lr: the default Adam with NVlabs' lr ramp (an `optimizer` brings its own lr; see `lr_schedule`).
@@ -138,9 +138,10 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
     micro_batch: images per fixed-shape step loop (default CPU_MICRO_BATCH on CPU, the whole batch on
     accelerators; 1 is fastest for lone images). batch_size: images per call (default DEFAULT_BATCH).
     seed: keys best-of-K / random init and the latent noise. encoder: for init 'encoder' (the default init
-    when given) and domain_weight, an ifgan_jax.encoder.Encoder or its directory (default: the model's
-    shipped encoder); steps 0 with it is the encoder alone. cli_names: name settings as the `invert`
-    command's flags in messages (`--steps`) instead of as keywords (`steps`).
+    when given) and domain_weight, an inversion.encoder.Encoder or its directory (default: the model's
+    shipped encoder); steps 0 with it is the encoder alone. noise_mode: 'const' or 'none' for a StyleGAN's
+    noise inputs (None: the model's; 'random' would make the objective a different one each step).
+    cli_names: name settings as the `invert` command's flags in messages (`--steps`) instead of as keywords (`steps`).
     """
     if init is None and encoder is not None:
         init = "encoder"
@@ -167,7 +168,13 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
         check_vgg16(G, loss, vgg16)
     elif not callable(loss):
         raise InputError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+    G.check_noise_mode(noise_mode)
+    if noise_mode == "random":
+        raise InputError(f"{_name('noise_mode', cli_names)} random makes every step's objective another one; "
+                         "invert with const or none")
     if optimize_noise:
+        if noise_mode == "none":
+            raise InputError(f"{_name('optimize_noise', cli_names)} needs the noise inputs (not noise mode none)")
         if not noise_paths(G.buffers):
             raise InputError(f"{G.name} has no noise inputs to optimize")
         if space == "z":
@@ -191,4 +198,4 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
         latent_weight=float(latent_weight), optimize_noise=bool(optimize_noise), noise_weight=float(noise_weight),
         stop_loss=None if stop_loss is None else float(stop_loss), micro_batch=int(micro_batch), init=init,
         seed=int(seed), batch_size=(ENCODER_BATCH if steps == 0 else DEFAULT_BATCH) if batch_size is None
-        else int(batch_size), encoder=encoder, domain_weight=float(domain_weight))
+        else int(batch_size), encoder=encoder, domain_weight=float(domain_weight), noise_mode=noise_mode)

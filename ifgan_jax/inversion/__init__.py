@@ -1,13 +1,14 @@
 """GAN inversion: optimize latent codes (and optionally StyleGAN noise) so the generator reproduces images.
 
-    plan = make_plan(G, "w", steps=500)          # every setting checked once (ifgan_jax/inversion_plan.py)
+    plan = make_plan(G, "w", steps=500)          # every setting checked once (plan.py)
     result = invert(G, images, plan=plan)        # or, building the plan: invert(G, images, "w", steps=500)
 
-The parts: inversion_plan.py (settings and defaults per space), inversion_init.py (latent statistics, seeded
-initial codes, noise maps), inversion_solver.py (the compiled step loop, sharded over `G.mesh` by image),
-models/vgg16.py (the perceptual loss) with converters/vgg16.py (its weights). An image's result does not
+The package: plan.py (settings and defaults per space, validated once), initial.py (latent statistics, seeded
+initial codes, noise maps), losses.py (the objectives, composed once), solver.py (the compiled step loop,
+sharded over `G.mesh` by image), encoder.py (trained encoders: load, save, encode) and training.py (their
+training step); models/vgg16.py (the perceptual loss) with converters/vgg16.py (its weights). An image's result does not
 depend on its batch mates or position: random draws are keyed by the plan's seed and a hash of the image's
-pixels, and every image runs in a program of one fixed shape (see inversion_solver.py).
+pixels, and every image runs in a program of one fixed shape (see solver.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import numpy.typing as npt
 from converters.vgg16 import convert_vgg16
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator
-from ifgan_jax.inversion_init import image_hashes, initial_codes, latent_stats, parse_init
-from ifgan_jax.inversion_plan import (
+from ifgan_jax.images import to_float
+from ifgan_jax.inversion.initial import image_hashes, initial_codes, latent_stats, parse_init
+from ifgan_jax.inversion.losses import LOSSES
+from ifgan_jax.inversion.plan import (
     CPU_MICRO_BATCH,
     DEFAULT_BATCH,
     DEFAULT_INIT,
@@ -32,16 +35,15 @@ from ifgan_jax.inversion_plan import (
     DEFAULT_STEPS,
     ENCODER_BATCH,
     ENCODER_LR,
-    LOSSES,
     NOISE_RAMP,
     NOISE_WEIGHT,
-    SPACES,
     InversionPlan,
     check_options,
     check_vgg16,
     make_plan,
 )
-from ifgan_jax.inversion_solver import LR_RAMPDOWN, LR_RAMPUP, encode_batch, lr_schedule, run_batch
+from ifgan_jax.inversion.solver import LR_RAMPDOWN, LR_RAMPUP, encode_batch, lr_schedule, run_batch
+from ifgan_jax.models.base import SPACES
 from ifgan_jax.models.vgg16 import VGG16
 
 
@@ -87,7 +89,7 @@ def check_targets(G: Generator, images: Any) -> np.ndarray:
         raise InputError(f"images for {G.name} must have shape (N, {r}, {r}, 3), got {arr.shape}; "
                          "ifgan_jax.images.load_images crops and resizes")
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        return to_float(arr)
     if not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"images must be uint8 or float in [-1, 1], got dtype {arr.dtype}")
     arr = arr.astype(np.float32)
@@ -126,7 +128,7 @@ def invert(G: Generator, images: Any, space: str | InversionPlan | None = None, 
         parts.append((encode_batch if plan.steps == 0 else run_batch)(G, plan, batch, vgg16, timings))
         if progress is not None:
             progress(len(batch))
-    shape = G.arch.code_shape(plan.space)
+    shape = G.code_shape(plan.space)
     r = G.resolution
     empty = {"codes": np.zeros((0, *shape), np.float32), "recon": np.zeros((0, r, r, 3), np.float32),
              "loss": np.zeros(0, np.float32), "mse": np.zeros(0, np.float32), "steps": np.zeros(0, np.int32),

@@ -23,6 +23,7 @@ from ifgan_jax.generator import Generator
 MEAN_SAMPLES = 10_000  # mapped samples behind the mean W / W+ code
 MEAN_SEED = 123  # fixed, so 'mean' init does not depend on the user's seed
 MAX_POOL = 1 << 16
+STATS_CHUNK = 1024  # codes mapped per call for the statistics and pools (fixed: the bits depend on it)
 SELECT_RESOLUTION = 64  # best-of-K compares images at most this large (area-downsampled)
 POOL_CHUNK = 64
 # Streams folded into the user's seed: pool and random init codes must never equal the codes that
@@ -56,17 +57,6 @@ def _cpu_normal(seed: int, tags: tuple[int, ...], count: int, dim: int) -> np.nd
         return np.asarray(jax.random.normal(key, (count, dim), jnp.float32))
 
 
-def _z_to_space(G: Generator, z: np.ndarray, space: str, chunk: int = 1024) -> np.ndarray:
-    """Codes in `space` for Z codes (mapping and truncation as `sample` writes them)."""
-    if space == "z":
-        return z
-    out = []
-    for i in range(0, len(z), chunk):
-        w = G.mapping(z[i : i + chunk])
-        out.append(np.asarray(G.truncate(w) if space == "wp" else w))
-    return np.concatenate(out)
-
-
 def latent_stats(G: Generator, space: str) -> tuple[np.ndarray, float]:
     """(mean code, spread) of `space`: for W/W+ over 10,000 mapped samples, for Z the prior (0, sqrt(d)).
 
@@ -74,12 +64,12 @@ def latent_stats(G: Generator, space: str) -> tuple[np.ndarray, float]:
     """
     cache = _cache(G)
     if ("stats", space) not in cache:
-        shape = G.arch.code_shape(space)
+        shape = G.code_shape(space)
         if space == "z":
             cache["stats", space] = (np.zeros(shape, np.float32), math.sqrt(shape[-1]))
         else:
             z = _cpu_normal(MEAN_SEED, (), MEAN_SAMPLES, G.latent_dim)
-            codes = _z_to_space(G, z, space).astype(np.float64)
+            codes = G.codes_from_z(z, space, chunk=STATS_CHUNK).astype(np.float64)
             mean = codes.mean(axis=0)
             layers = shape[0] if space == "wp" else 1
             spread = math.sqrt(float(np.sum(np.square(codes - mean)) / len(codes) / layers))
@@ -103,7 +93,7 @@ def _pool(G: Generator, space: str, seed: int, count: int) -> tuple[np.ndarray, 
     key = ("pool", space, seed, count)
     if key not in cache:
         z = _cpu_normal(seed, (TAG_POOL,), count, G.latent_dim)
-        codes = _z_to_space(G, z, space)
+        codes = G.codes_from_z(z, space, chunk=STATS_CHUNK)
         smalls = [_small(np.asarray(G.synthesize(codes[i : i + POOL_CHUNK], space)))
                   for i in range(0, count, POOL_CHUNK)]
         small = np.concatenate(smalls)
@@ -115,19 +105,19 @@ def _pool(G: Generator, space: str, seed: int, count: int) -> tuple[np.ndarray, 
 
 def initial_codes(G: Generator, targets: np.ndarray, space: str, init: str, seed: int,
                   hashes: np.ndarray | None = None, encoder: Any = None) -> np.ndarray:
-    """Starting codes (N, *code_shape) for float [-1, 1] targets; see ifgan_jax/inversion_plan.py for defaults.
+    """Starting codes (N, *code_shape) for float [-1, 1] targets; see plan.py for defaults.
 
-    init 'encoder' needs `encoder` (an ifgan_jax.encoder.Encoder checked for G and space; make_plan resolves it).
+    init 'encoder' needs `encoder` (an inversion.encoder.Encoder checked for G and space; make_plan resolves it).
     """
     kind, k = parse_init(init)
     n = len(targets)
-    shape = G.arch.code_shape(space)
+    shape = G.code_shape(space)
     if kind == "encoder":
         if encoder is None:
             raise InputError("init 'encoder' needs an encoder (make_plan(..., encoder=DIR) or the shipped one)")
         return np.asarray(encoder.encode(targets, G.mesh), np.float32)
     if kind == "mean":
-        if space == "z" and G.arch.normalize_z:
+        if space == "z" and G.normalize_z:
             raise InputError(f"init 'mean' is undefined in the normalized Z space of {G.name} (the mean code "
                              "has no direction); use best-of-K or random, or invert in W")
         mean, _ = latent_stats(G, space)
@@ -137,7 +127,7 @@ def initial_codes(G: Generator, targets: np.ndarray, space: str, init: str, seed
         z = np.zeros((n, G.latent_dim), np.float32)
         for i, h in enumerate(hashes):
             z[i] = _cpu_normal(seed, (TAG_RANDOM, int(h)), 1, G.latent_dim)[0]
-        return _z_to_space(G, z, space).astype(np.float32)
+        return G.codes_from_z(z, space, chunk=STATS_CHUNK).astype(np.float32)
     codes, pool, pool_sq = _pool(G, space, seed, k)
     t = _small(targets)
     # |t - p|^2 = |t|^2 + |p|^2 - 2 t.p; |t|^2 is the same for every candidate of a row.

@@ -25,9 +25,17 @@ from jax.sharding import PartitionSpec as P
 from ifgan_jax import parallel
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator
-from ifgan_jax.inversion_init import TAG_NOISE, image_hashes, initial_codes, initial_noise_maps, latent_stats, leaf_name
-from ifgan_jax.inversion_plan import InversionPlan
-from ifgan_jax.models.vgg16 import VGG16, lpips_distance, lpips_features
+from ifgan_jax.inversion.initial import (
+    TAG_NOISE,
+    image_hashes,
+    initial_codes,
+    initial_noise_maps,
+    latent_stats,
+    leaf_name,
+)
+from ifgan_jax.inversion.losses import clipped_mse, inversion_loss, noise_regularizer, uses_lpips
+from ifgan_jax.inversion.plan import InversionPlan
+from ifgan_jax.models.vgg16 import VGG16, lpips_features
 
 LR_RAMPUP = 0.05  # linear warm-up over the first 5% of the steps
 LR_RAMPDOWN = 0.25  # cosine decay to 0 over the last 25%
@@ -64,20 +72,6 @@ def _all_finite(tree: Any, n: int) -> jax.Array:
     return ok
 
 
-def _noise_regularizer(maps: dict[str, jax.Array]) -> jax.Array:
-    """NVlabs' multiscale noise regularizer of one image: squared autocorrelation at 1 px, per octave."""
-    total = jnp.float32(0.0)
-    for m in maps.values():
-        x = m
-        while True:
-            total += jnp.mean(x * jnp.roll(x, 1, axis=1)) ** 2 + jnp.mean(x * jnp.roll(x, 1, axis=0)) ** 2
-            if x.shape[0] <= 8:
-                break
-            h, w = x.shape
-            x = x.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    return total
-
-
 def _with_noise(buffers: dict, noise: dict[str, jax.Array]) -> dict:
     """`buffers` with the named noise leaves replaced (per-image (n, R, R) maps)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(buffers)
@@ -85,126 +79,122 @@ def _with_noise(buffers: dict, noise: dict[str, jax.Array]) -> dict:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _to_sphere(code: jax.Array) -> jax.Array:
+    """Codes rescaled to norm sqrt(d) (InterFaceGAN's Z normalization, differentiable)."""
+    d = code.shape[-1]
+    return code * (jnp.sqrt(jnp.float32(d)) / jnp.linalg.norm(code, axis=-1, keepdims=True))
+
+
+def _objective(G: Generator, plan: InversionPlan, consts: tuple, v: dict, latent_noise: jax.Array,
+               targets: jax.Array, tfeats: list) -> tuple[jax.Array, jax.Array]:
+    """Per-image losses and reconstructions for variables v = {code, noise?}; consts = (params, buffers, vgg,
+    center, enc)."""
+    params, buffers, vgg, center, enc = consts
+    code = v["code"]
+    code_axes = tuple(range(1, code.ndim))
+    x = code + latent_noise
+    if plan.space == "z" and G.normalize_z:
+        x = _to_sphere(x)
+    bufs = _with_noise(buffers, v["noise"]) if plan.optimize_noise else buffers
+    recon = G.apply_synthesize(params, bufs, x, plan.space, noise_mode=plan.noise_mode)
+    losses = inversion_loss(plan.loss, plan.perceptual_weight, recon, targets, vgg, tfeats)
+    if plan.latent_weight:
+        losses += plan.latent_weight * jnp.mean(jnp.square(code - center), axis=code_axes)
+    if plan.domain_weight:  # idinvert: keep the code where the encoder would put its image
+        deviation = (plan.encoder.apply(enc, recon) - code) / enc["scale"]
+        losses += plan.domain_weight * jnp.mean(jnp.square(deviation), axis=code_axes)
+    if plan.optimize_noise:
+        losses += plan.noise_weight * jax.vmap(noise_regularizer)(v["noise"])
+    return losses, recon
+
+
+def _project(plan: InversionPlan, v: dict) -> dict:
+    """Constraints after each step: codes on the sphere (plan.sphere); noise maps renormalized per image."""
+    if plan.sphere:
+        v = {**v, "code": _to_sphere(v["code"])}
+    if plan.optimize_noise:
+        def renorm(m):  # per image and map: zero mean, unit variance (NVlabs)
+            m = m - m.mean(axis=(1, 2), keepdims=True)
+            return m * jax.lax.rsqrt(jnp.mean(jnp.square(m), axis=(1, 2), keepdims=True))
+        v = {**v, "noise": {k: renorm(m) for k, m in v["noise"].items()}}
+    return v
+
+
+def _latent_noise(plan: InversionPlan, keys: jax.Array, code_shape: tuple, step: jax.Array) -> jax.Array:
+    """NVlabs' latent noise of one step: std noise_std, ramped down to 0 over the first noise_ramp."""
+    t = step.astype(jnp.float32) / plan.steps
+    scale = plan.noise_std * jnp.square(jnp.maximum(0.0, 1.0 - t / plan.noise_ramp))
+    draw = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), code_shape))(keys)
+    return draw * scale
+
+
+def _solve(G: Generator, plan: InversionPlan, optimizer: optax.GradientTransformation, consts: tuple, seed,
+           codes0, noise0, targets, hashes, active0) -> dict:
+    """The whole optimization of one micro-batch (CPU) or of the device's batch (accelerators): a while loop
+    of optax steps, each image stopping on its own (stop_loss, non-finite values)."""
+    n, code_shape = codes0.shape[0], codes0.shape[1:]
+    vgg = consts[2]
+    tfeats = lpips_features(vgg, targets) if uses_lpips(plan.loss) else []
+    v0 = {"code": codes0, "noise": noise0} if plan.optimize_noise else {"code": codes0}
+    base = jax.random.fold_in(jax.random.key(seed), TAG_NOISE)
+    keys = jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
+
+    def value_grad(v, step):
+        latent_noise = _latent_noise(plan, keys, code_shape, step) if plan.noise_std else jnp.zeros_like(codes0)
+
+        def total(v):
+            losses, _ = _objective(G, plan, consts, v, latent_noise, targets, tfeats)
+            return jnp.sum(losses), losses
+        (_, losses), grads = jax.value_and_grad(total, has_aux=True)(v)
+        return losses, grads
+
+    def body(carry):
+        step, v, opt_state, active, failed, done_steps = carry
+        losses, grads = value_grad(v, step)
+        finite = jnp.isfinite(losses) & _all_finite(grads, n)
+        updates, new_state = jax.vmap(optimizer.update)(grads, opt_state, v)
+        new_v = _project(plan, optax.apply_updates(v, updates))
+        finite &= _all_finite(new_v, n)
+        reached = (losses <= plan.stop_loss) if plan.stop_loss is not None else jnp.zeros((n,), bool)
+        move = active & finite & ~reached
+        return (step + 1, _select(move, new_v, v), _select(move, new_state, opt_state), move,
+                failed | (active & ~finite), done_steps + move.astype(jnp.int32))
+
+    def cond(carry):
+        return (carry[0] < plan.steps) & jnp.any(carry[3])
+
+    carry = (jnp.int32(0), _project(plan, v0), jax.vmap(optimizer.init)(v0), active0, jnp.zeros((n,), bool),
+             jnp.zeros((n,), jnp.int32))
+    _, v, _, _, failed, done_steps = jax.lax.while_loop(cond, body, carry)
+
+    losses, recon = _objective(G, plan, consts, v, jnp.zeros_like(v["code"]), targets, tfeats)
+    out = {"codes": v["code"], "recon": recon, "loss": losses, "mse": clipped_mse(recon, targets),
+           "steps": done_steps, "failed": failed}
+    if plan.optimize_noise:
+        out["noise"] = v["noise"]
+    return out
+
+
+def _chunked(micro: int, fn: Callable, n: int, *trees: Any) -> Any:
+    """fn over the trees one micro-batch at a time (images never mix); whole when micro is 0 or uneven."""
+    if not micro or n % micro:
+        return fn(*trees)
+    k = n // micro
+    split = jax.tree.map(lambda a: a.reshape(k, micro, *a.shape[1:]), trees)
+    out = jax.lax.map(lambda args: fn(*args), split)
+    return jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), out)
+
+
 def build_runner(G: Generator, plan: InversionPlan) -> Callable:
-    """The jitted, sharded program: init optimizer, step loop, final clean evaluation."""
-    arch = G.arch
-    code_shape = arch.code_shape(plan.space)
-    code_axes = tuple(range(1, 1 + len(code_shape)))
-    normalize = plan.space == "z" and arch.normalize_z
-    uses_lpips = isinstance(plan.loss, str) and "lpips" in plan.loss
-    uses_mse = isinstance(plan.loss, str) and "mse" in plan.loss
-    d = code_shape[-1]
+    """The jitted, sharded program: init optimizer, step loop, final clean evaluation.
 
-    if plan.optimizer is None:
-        optimizer = optax.adam(lr_schedule(plan.lr, plan.steps))
-    else:
-        optimizer = plan.optimizer
-
-    def data_loss(vgg, recon, targets, tfeats):
-        if callable(plan.loss):
-            return plan.loss(recon, targets)
-        total = jnp.zeros((recon.shape[0],), jnp.float32)
-        if uses_mse:
-            total += jnp.mean(jnp.square(recon - targets), axis=(1, 2, 3))
-        if uses_lpips:
-            weight = plan.perceptual_weight if uses_mse else 1.0
-            total += weight * lpips_distance(vgg, lpips_features(vgg, recon), tfeats)
-        return total
-
-    def objective(params, buffers, vgg, center, enc, v, latent_noise, targets, tfeats):
-        code = v["code"]
-        x = code + latent_noise
-        if normalize:
-            x = x * (jnp.sqrt(jnp.float32(d)) / jnp.linalg.norm(x, axis=-1, keepdims=True))
-        bufs = _with_noise(buffers, v["noise"]) if plan.optimize_noise else buffers
-        recon = arch.synthesize(params, bufs, x, plan.space, None)
-        losses = data_loss(vgg, recon, targets, tfeats)
-        if plan.latent_weight:
-            losses += plan.latent_weight * jnp.mean(jnp.square(code - center), axis=code_axes)
-        if plan.domain_weight:  # idinvert: keep the code where the encoder would put its image
-            deviation = (plan.encoder.apply(enc, recon) - code) / enc["scale"]
-            losses += plan.domain_weight * jnp.mean(jnp.square(deviation), axis=code_axes)
-        if plan.optimize_noise:
-            losses += plan.noise_weight * jax.vmap(_noise_regularizer)(v["noise"])
-        return losses, recon
-
-    def chunked(fn, n, *trees):
-        # One micro-batch at a time (see `local`); images never mix.
-        micro = plan.micro_batch
-        if not micro or n % micro:
-            return fn(*trees)
-        k = n // micro
-        split = jax.tree.map(lambda a: a.reshape(k, micro, *a.shape[1:]), trees)
-        out = jax.lax.map(lambda args: fn(*args), split)
-        return jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), out)
-
-    def project(v):
-        if plan.sphere:
-            code = v["code"]
-            v = {**v, "code": code * (jnp.sqrt(jnp.float32(d)) / jnp.linalg.norm(code, axis=-1, keepdims=True))}
-        if plan.optimize_noise:
-            def renorm(m):  # per image and map: zero mean, unit variance (NVlabs)
-                m = m - m.mean(axis=(1, 2), keepdims=True)
-                return m * jax.lax.rsqrt(jnp.mean(jnp.square(m), axis=(1, 2), keepdims=True))
-            v = {**v, "noise": {k: renorm(m) for k, m in v["noise"].items()}}
-        return v
-
-    def solve(params, buffers, vgg, center, enc, seed, codes0, noise0, targets, hashes, active0):
-        # The whole optimization of one micro-batch (CPU) or of the device's batch (accelerators).
-        n = codes0.shape[0]
-        tfeats = lpips_features(vgg, targets) if uses_lpips else []
-        v0 = {"code": codes0, "noise": noise0} if plan.optimize_noise else {"code": codes0}
-        opt_state0 = jax.vmap(optimizer.init)(v0)
-        base = jax.random.fold_in(jax.random.key(seed), TAG_NOISE)
-        keys = jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
-
-        def latent_noise(step):
-            if not plan.noise_std:
-                return jnp.zeros_like(codes0)
-            t = step.astype(jnp.float32) / plan.steps
-            scale = plan.noise_std * jnp.square(jnp.maximum(0.0, 1.0 - t / plan.noise_ramp))
-            draw = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), code_shape))(keys)
-            return draw * scale
-
-        def value_grad(v, ln, tg, tf):
-            def total(v):
-                losses, _ = objective(params, buffers, vgg, center, enc, v, ln, tg, tf)
-                return jnp.sum(losses), losses
-            (_, losses), grads = jax.value_and_grad(total, has_aux=True)(v)
-            return losses, grads
-
-        def cond(carry):
-            step, _, _, active, _, _ = carry
-            return (step < plan.steps) & jnp.any(active)
-
-        def body(carry):
-            step, v, opt_state, active, failed, done_steps = carry
-            losses, grads = value_grad(v, latent_noise(step), targets, tfeats)
-            finite = jnp.isfinite(losses) & _all_finite(grads, n)
-            updates, new_state = jax.vmap(optimizer.update)(grads, opt_state, v)
-            new_v = project(optax.apply_updates(v, updates))
-            finite &= _all_finite(new_v, n)
-            reached = (losses <= plan.stop_loss) if plan.stop_loss is not None else jnp.zeros((n,), bool)
-            move = active & finite & ~reached
-            return (step + 1, _select(move, new_v, v), _select(move, new_state, opt_state), move,
-                    failed | (active & ~finite), done_steps + move.astype(jnp.int32))
-
-        carry = (jnp.int32(0), project(v0), opt_state0, active0, jnp.zeros((n,), bool), jnp.zeros((n,), jnp.int32))
-        _, v, _, _, failed, done_steps = jax.lax.while_loop(cond, body, carry)
-
-        losses, recon = objective(params, buffers, vgg, center, enc, v, jnp.zeros_like(v["code"]), targets, tfeats)
-        mse = jnp.mean(jnp.square(jnp.clip(recon, -1.0, 1.0) - targets), axis=(1, 2, 3))
-        out = {"codes": v["code"], "recon": recon, "loss": losses, "mse": mse, "steps": done_steps,
-               "failed": failed}
-        if plan.optimize_noise:
-            out["noise"] = v["noise"]
-        return out
+    Micro-batches run one after another, each its whole step loop: activations stay in cache, and every image
+    runs in a program of one fixed shape, so its result does not depend on the batch."""
+    optimizer = optax.adam(lr_schedule(plan.lr, plan.steps)) if plan.optimizer is None else plan.optimizer
 
     def local(params, buffers, vgg, center, enc, codes0, noise0, targets, hashes, active0, seed):
-        # Micro-batches run one after another, each its whole step loop: activations stay in cache, and
-        # every image runs in a program of one fixed shape, so its result does not depend on the batch.
-        per_chunk = functools.partial(solve, params, buffers, vgg, center, enc, seed)
-        return chunked(per_chunk, codes0.shape[0], codes0, noise0, targets, hashes, active0)
+        per_chunk = functools.partial(_solve, G, plan, optimizer, (params, buffers, vgg, center, enc), seed)
+        return _chunked(plan.micro_batch, per_chunk, codes0.shape[0], codes0, noise0, targets, hashes, active0)
 
     if G.num_devices == 1:
         return jax.jit(local)
@@ -292,17 +282,10 @@ def encode_batch(G: Generator, plan: InversionPlan, targets: np.ndarray, vgg16: 
     n = len(targets)
     t0 = time.perf_counter()
     codes = plan.encoder.encode(targets, G.mesh)
-    recon = G.synthesize(codes, plan.space)
+    recon = G.synthesize(codes, plan.space, noise_mode=plan.noise_mode)
     tg = jnp.asarray(targets)
-    mse = jnp.mean(jnp.square(jnp.clip(recon, -1.0, 1.0) - tg), axis=(1, 2, 3))
-    if callable(plan.loss):
-        loss = plan.loss(recon, tg)
-    else:
-        loss = jnp.mean(jnp.square(recon - tg), axis=(1, 2, 3)) if "mse" in plan.loss else jnp.zeros_like(mse)
-        if plan.uses_lpips:
-            weight = plan.perceptual_weight if "mse" in plan.loss else 1.0
-            loss += weight * lpips_distance(vgg16.params, lpips_features(vgg16.params, recon),
-                                            lpips_features(vgg16.params, tg))
+    mse = clipped_mse(recon, tg)
+    loss = inversion_loss(plan.loss, plan.perceptual_weight, recon, tg, vgg16.params if plan.uses_lpips else None)
     out = jax.device_get({"codes": codes, "recon": recon, "loss": loss, "mse": mse})
     timings["run_s"] += time.perf_counter() - t0
     result = {k: np.asarray(v, np.float32)[:n] for k, v in out.items()}
