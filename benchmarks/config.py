@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ifgan_jax.errors import InputError
-from ifgan_jax.registry import FAMILIES
+from ifgan_jax.zoo.registry import FAMILIES
 
 TASKS = ("sample", "score", "edit", "boundary", "invert", "invert-encoder")
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256)

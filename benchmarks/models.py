@@ -18,7 +18,7 @@ from converters.interfacegan import convert_state_dict
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.models.stylegan import num_layers_for
-from ifgan_jax.registry import family_module
+from ifgan_jax.zoo.registry import family_module
 
 
 @dataclasses.dataclass

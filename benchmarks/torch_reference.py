@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.harness import interleaved_times
 from benchmarks.references import REFERENCE_SEED, import_interfacegan, quiet_logger
-from ifgan_jax.wheels import locate_wheel_file
+from ifgan_jax.zoo.wheels import locate_wheel_file
 
 Runner = Callable[[np.ndarray], np.ndarray]
 

@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _API = {
-    "DEFAULT_MODEL": "ifgan_jax.registry",
-    "MODELS": "ifgan_jax.registry",
+    "DEFAULT_MODEL": "ifgan_jax.zoo.registry",
+    "MODELS": "ifgan_jax.zoo.registry",
     "Generator": "ifgan_jax.generator",
     "load_generator": "ifgan_jax.generator",
     "postprocess": "ifgan_jax.generator",

@@ -14,11 +14,12 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ifgan_jax import latents, parallel, store
+from ifgan_jax import latents, parallel
 from ifgan_jax.errors import InputError
-from ifgan_jax.model_cache import resolve_model_dir
 from ifgan_jax.models.base import CONFIG_CUTOFF, SPACES, Architecture, normalize_z
-from ifgan_jax.registry import DEFAULT_MODEL, family_module
+from ifgan_jax.zoo import store
+from ifgan_jax.zoo.cache import resolve_model_dir
+from ifgan_jax.zoo.registry import DEFAULT_MODEL, family_module
 
 # XLA:CPU keeps activations in cache when a big batch runs as a loop of small ones (benchmarks/NOTES.md:
 # 16 x 16 beat one batch of 256 by 1.7x; with the DCGAN's GEMM up-sampling 8 beat 16 by 0-10%); accelerators

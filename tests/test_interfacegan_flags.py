@@ -11,7 +11,7 @@ import pytest
 from conftest import needs_dcgan, run_cli
 
 from ifgan_jax.cli import build_parser, main
-from ifgan_jax.registry import MODELS
+from ifgan_jax.zoo.registry import MODELS
 
 
 def parsed(argv: list[str]) -> dict:

@@ -17,8 +17,8 @@ from conftest import FIXTURES, wheel_installed
 from test_pggan import spec_state_dict
 
 from converters.interfacegan import convert_state_dict
-from ifgan_jax import store
 from ifgan_jax.cli import main
+from ifgan_jax.zoo import store
 
 FAMILIES = ("dcgan", "pggan", "stylegan", "stylegan2", "stylegan3")
 MAPPED = {"stylegan", "stylegan2", "stylegan3"}  # W and W+ spaces

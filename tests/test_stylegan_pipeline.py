@@ -12,7 +12,7 @@ from test_pggan import spec_state_dict
 
 import ifgan_jax
 from converters.interfacegan import convert_state_dict
-from ifgan_jax import store
+from ifgan_jax.zoo import store
 
 PARITY_TOL = 1e-4  # relative, as in tests/test_stylegan.py
 

@@ -79,6 +79,34 @@ def _line_search(m, s, mask, reg0, reg1, tau, c, iters: int = 6):
     return jnp.where(d1 <= 0, one, t)
 
 
+def _initial_theta(x, y, mask, tau, c: float):
+    """The start: the difference of class means, then the best (scale, bias) for that direction at the first
+    tau (a 2-D Newton problem). Returns theta (D + 1,) and the margins y * (x @ w + b)."""
+    d = x.shape[1]
+    pos, neg = mask * (y > 0), mask * (y < 0)
+    w0 = x.T @ pos / jnp.maximum(pos.sum(), 1.0) - x.T @ neg / jnp.maximum(neg.sum(), 1.0)
+    w0 = w0 / jnp.maximum(jnp.linalg.norm(w0), 1e-30)
+    proj = x @ w0
+    gap = (proj @ pos / jnp.maximum(pos.sum(), 1.0)) - (proj @ neg / jnp.maximum(neg.sum(), 1.0))
+    mid = 0.5 * ((proj @ pos / jnp.maximum(pos.sum(), 1.0)) + (proj @ neg / jnp.maximum(neg.sum(), 1.0)))
+    q = jnp.stack([2.0 / jnp.maximum(gap, 1e-6), -2.0 * mid / jnp.maximum(gap, 1e-6)])
+    feats = jnp.stack([y * proj, y], axis=1)  # margins are feats @ q in this 2-D sub-problem
+
+    def init_step(_, q):
+        m = feats @ q
+        _, lp, lpp, _ = _smooth_hinge(m, tau)
+        g = jnp.stack([q[0], 0.0]) + c * feats.T @ (mask * lp)
+        h = jnp.diag(jnp.stack([1.0, 1e-6])) + c * (feats * (mask * lpp)[:, None]).T @ feats
+        p = -jnp.linalg.solve(h, g)
+        s = feats @ p
+        t = _line_search(m, s, mask, q[0] * p[0], p[0] * p[0], tau, c)
+        return q + t * p
+
+    q = jax.lax.fori_loop(0, 10, init_step, q)  # converges in about 8
+    theta = jnp.concatenate([q[0] * w0, q[1:]])
+    return theta, y * (x @ theta[:d] + theta[d])
+
+
 def _solve_one(x_all, idx, y, mask, *, hess_rows: int, c: float):
     """Fit one attribute: softplus-smoothed hinge SVM, Newton steps along a decreasing tau schedule.
 
@@ -91,30 +119,7 @@ def _solve_one(x_all, idx, y, mask, *, hess_rows: int, c: float):
     last = len(_TAUS) - 1
     x = x_all[idx]  # (n, D) training rows of this attribute
     d = x.shape[1]
-    pos, neg = mask * (y > 0), mask * (y < 0)
-
-    # Start: difference of class means, then the best (scale, bias) for that direction at the first tau.
-    w0 = x.T @ pos / jnp.maximum(pos.sum(), 1.0) - x.T @ neg / jnp.maximum(neg.sum(), 1.0)
-    w0 = w0 / jnp.maximum(jnp.linalg.norm(w0), 1e-30)
-    proj = x @ w0
-    gap = (proj @ pos / jnp.maximum(pos.sum(), 1.0)) - (proj @ neg / jnp.maximum(neg.sum(), 1.0))
-    mid = 0.5 * ((proj @ pos / jnp.maximum(pos.sum(), 1.0)) + (proj @ neg / jnp.maximum(neg.sum(), 1.0)))
-    q = jnp.stack([2.0 / jnp.maximum(gap, 1e-6), -2.0 * mid / jnp.maximum(gap, 1e-6)])
-    feats = jnp.stack([y * proj, y], axis=1)  # margins are feats @ q in this 2-D sub-problem
-
-    def init_step(_, q):
-        m = feats @ q
-        _, lp, lpp, _ = _smooth_hinge(m, taus[0])
-        g = jnp.stack([q[0], 0.0]) + c * feats.T @ (mask * lp)
-        h = jnp.diag(jnp.stack([1.0, 1e-6])) + c * (feats * (mask * lpp)[:, None]).T @ feats
-        p = -jnp.linalg.solve(h, g)
-        s = feats @ p
-        t = _line_search(m, s, mask, q[0] * p[0], p[0] * p[0], taus[0], c)
-        return q + t * p
-
-    q = jax.lax.fori_loop(0, 10, init_step, q)  # converges in about 8
-    theta = jnp.concatenate([q[0] * w0, q[1:]])
-    margins = y * (x @ theta[:d] + theta[d])
+    theta, margins = _initial_theta(x, y, mask, taus[0], c)
 
     eye_b = jnp.concatenate([jnp.ones(d, jnp.float32), jnp.full((1,), 1e-6, jnp.float32)])
     n_hess = min(hess_rows, x.shape[0])

@@ -94,7 +94,7 @@ def _enable_compilation_cache() -> None:
     """Persist XLA executables under $IFGAN_HOME/xla so repeated CLI runs skip most compile time."""
     import jax
 
-    from ifgan_jax.model_cache import cache_home
+    from ifgan_jax.zoo.cache import cache_home
 
     if os.environ.get("IFGAN_NO_COMPILATION_CACHE"):
         return

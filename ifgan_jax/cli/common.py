@@ -7,7 +7,7 @@ from typing import Any
 
 from ifgan_jax.jobs.multiprocess import CONNECT_TIMEOUT_S
 from ifgan_jax.models.base import NOISE_MODES, SPACES
-from ifgan_jax.registry import DEFAULT_MODEL, MODELS
+from ifgan_jax.zoo.registry import DEFAULT_MODEL, MODELS
 
 
 def add_space_arg(parser: argparse.ArgumentParser, help_text: str, *, interfacegan: bool = False) -> None:

@@ -11,8 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifgan_jax.model_cache import weights_status
-    from ifgan_jax.registry import DEFAULT_MODEL, MODELS
+    from ifgan_jax.zoo.cache import weights_status
+    from ifgan_jax.zoo.registry import DEFAULT_MODEL, MODELS
 
     for entry in MODELS.values():
         origin, found = weights_status(entry)

@@ -9,7 +9,7 @@ from typing import Any
 from converters.generator_file import convert_generator_file
 from ifgan_jax.errors import InputError
 from ifgan_jax.files import sha256_file
-from ifgan_jax.store import save_model
+from ifgan_jax.zoo.store import save_model
 
 
 def run(out_dir: str, *, weights: str, kind: str | None = None) -> dict[str, Any]:

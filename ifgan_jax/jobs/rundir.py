@@ -193,8 +193,3 @@ def finish_run(out: Path, identity: dict[str, Any], **extra: Any) -> None:
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     release_lock(out)
 
-
-def is_complete(out: Path, identity: dict[str, Any]) -> bool:
-    """True when `out` holds this run, finished."""
-    meta = files.read_json(out / META_FILE) or {}
-    return bool(meta.get("complete")) and all(meta.get(k) == v for k, v in identity.items())

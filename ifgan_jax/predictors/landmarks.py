@@ -48,7 +48,7 @@ from ifgan_jax.models import shape_predictor
 from ifgan_jax.models.shape_predictor import Config
 from ifgan_jax.predictors.base import Predictor, to_uint8_values
 from ifgan_jax.predictors.face_attributes import MODELS_DIR, WHEEL, load_manifest
-from ifgan_jax.wheels import WHEELS, locate_wheel_file
+from ifgan_jax.zoo.wheels import WHEELS, locate_wheel_file
 
 MANIFEST_KEY = "shape_predictor"
 FIVE_POINTS = 5

