@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from ifgan_jax import latents, parallel
 from ifgan_jax.errors import InputError
+from ifgan_jax.images import postprocess
 from ifgan_jax.models.base import CONFIG_CUTOFF, SPACES, Architecture, normalize_z
 from ifgan_jax.zoo import store
 from ifgan_jax.zoo.cache import resolve_model_dir
@@ -26,12 +27,6 @@ from ifgan_jax.zoo.registry import DEFAULT_MODEL, family_module
 # want the whole batch. A family may ask for its own (Architecture.cpu_micro_batch).
 CPU_MICRO_BATCH = 8
 DEFAULT_MAX_BATCH = 256
-
-
-def postprocess(images: jax.Array | np.ndarray) -> jax.Array:
-    """InterFaceGAN's uint8 conversion of raw [-1, 1] images: clip((x + 1) * 127.5 + 0.5, 0, 255)."""
-    x = jnp.asarray(images, dtype=jnp.float32)
-    return jnp.clip((x + 1.0) * 127.5 + 0.5, 0.0, 255.0).astype(jnp.uint8)
 
 
 class Generator:

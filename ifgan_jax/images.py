@@ -17,7 +17,10 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -44,15 +47,34 @@ class LoadedImages:
         return len(self.names)
 
 
+# -- [-1, 1] <-> uint8: InterFaceGAN's conventions, here once (host: numpy; device: jax.numpy) ---------------
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images -> float32 in [-1, 1]."""
+    """uint8 images -> float32 in [-1, 1] on the host: u / 127.5 - 1."""
     return np.asarray(images, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
+def to_float_on_device(images: Any) -> jax.Array:
+    """uint8 images -> float32 in [-1, 1] inside a jit (XLA may multiply by the reciprocal: 1 ulp from
+    `to_float`)."""
+    return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Raw [-1, 1] float images -> uint8, InterFaceGAN's postprocess clip((x + 1) * 127.5 + 0.5, 0, 255) on the
-    host (Generator.synthesize_uint8 does the same on the device)."""
+    """Raw [-1, 1] float images -> uint8 on the host, InterFaceGAN's postprocess clip((x + 1) * 127.5 + 0.5, 0, 255)."""
     return np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def postprocess(images: Any) -> jax.Array:
+    """`to_uint8` on the device (Generator.synthesize_uint8: a quarter of the transfer)."""
+    x = jnp.asarray(images, dtype=jnp.float32)
+    return jnp.clip((x + 1.0) * 127.5 + 0.5, 0.0, 255.0).astype(jnp.uint8)
+
+
+def to_uint8_values(images: jax.Array) -> jax.Array:
+    """`postprocess` kept as float32 integers (truncated), for predictors that take their bytes as floats."""
+    return jnp.floor(jnp.clip((images + 1.0) * 127.5 + 0.5, 0.0, 255.0))
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:

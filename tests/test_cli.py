@@ -47,3 +47,19 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     expected = (tmp_path / "plain.npy").stat().st_mode & 0o777
     for name in ("meta.json", "z.npy"):
         assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
+
+
+def test_help_shows_the_library_defaults(capsys):
+    """Help texts read the defaults from the code that applies them (no hand-copied numbers to go stale)."""
+    from ifgan_jax import inversion
+    from ifgan_jax.jobs import analyze, invert
+
+    invert_defaults = [f"default {inversion.DEFAULT_STEPS})", f"default {invert.COMMIT_BATCH},",
+                       f"{inversion.ENCODER_BATCH} with --steps 0"]
+    for argv, wanted in ((["invert", "--help"], invert_defaults),
+                         (["analyze", "--help"], [f"default {analyze.DEFAULT_NUM})"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        for w in wanted:
+            assert w in text, (argv, w)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ifgan_jax.cli.common import add_model_args, model_options
+from ifgan_jax.jobs.analyze import DEFAULT_NUM
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, help="output directory (rerun the same command to resume)")
     p.add_argument("--predictor", default="fer,age,gender,pose",
                    help="predictors scored and analysed, comma-separated")
-    p.add_argument("-n", "--num", type=int, default=None, help="samples to sample and score (default 20000)")
+    p.add_argument("-n", "--num", type=int, default=None, help=f"samples to sample and score (default {DEFAULT_NUM})")
     p.add_argument("--seed", type=int, default=0, help="sample seed; re-scoring uses indices N.. of it")
     p.add_argument("-c", "--codes", help="precomputed Z codes (.npy, N x d) instead of sampling; needs -s")
     p.add_argument("-s", "--scores", help="their scores (.npy, N x K) by --predictor; needs -c")

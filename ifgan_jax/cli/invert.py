@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ifgan_jax.cli.common import add_model_args, add_process_args, add_space_arg, model_options, process_options
+from ifgan_jax.inversion import DEFAULT_INIT, DEFAULT_LR, DEFAULT_STEPS, ENCODER_BATCH
+from ifgan_jax.jobs.invert import COMMIT_BATCH
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,12 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a folder of images, one image file, or a uint8 .npy of shape (N, H, W, 3)")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_space_arg(p, "latent space of the codes")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per image (default 1000)")
-    p.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="images optimized together (and per commit; default 16, 256 with --steps 0)")
-    p.add_argument("--init", default=None,
-                   help="mean | random | encoder | best-of-K (default: best-of-256 for z, mean for w/wp)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps per image (default {DEFAULT_STEPS})")
+    lrs = ", ".join(f"{lr} for {space}" for space, lr in DEFAULT_LR.items())
+    p.add_argument("--lr", type=float, default=None, help=f"peak Adam learning rate (default {lrs})")
+    p.add_argument("--batch-size", type=int, default=None, help="images optimized together (and per commit; "
+                   f"default {COMMIT_BATCH}, {ENCODER_BATCH} with --steps 0)")
+    inits = ", ".join(f"{init} for {space}" for space, init in DEFAULT_INIT.items())
+    p.add_argument("--init", default=None, help=f"mean | random | encoder | best-of-K (default: {inits})")
     p.add_argument("--encoder", metavar="DIR",
                    help="a train-encoder directory for --init encoder (default: the model's shipped encoder); "
                         "--steps 0 keeps its codes as they are")

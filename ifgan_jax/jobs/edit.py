@@ -22,6 +22,7 @@ from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.jobs import rundir
 from ifgan_jax.progress import Progress
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 MAX_STEPS = 1000  # distances per boundary: a grid row of 1000 images is already past any use
 PARTIAL_CODES = ".codes.partial.npy"
@@ -31,7 +32,7 @@ OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, "codes.npy", PARTIAL_COD
 GRID_STEM_BYTES = 100  # a boundary's file stem in its grid's name is cut to this (the name must fit NAME_MAX)
 
 
-def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = "dcgan_digiface", weights: str | None = None,
+def run(out_dir: str | Path, *, boundary_paths: list[str], model: str = DEFAULT_MODEL, weights: str | None = None,
         codes_path: str | None = None, num: int | None = None, seed: int = 0, space: str = "z",
         start_distance: float = -3.0, end_distance: float = 3.0, steps: int = 10, mode: str = "absolute",
         layers: str | None = None, truncation_aware: bool = False, write_images: bool = True, overwrite: bool = False,

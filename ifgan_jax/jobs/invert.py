@@ -33,11 +33,13 @@ from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.images import LoadedImages, load_images, to_uint8
 from ifgan_jax.jobs import multiprocess, rundir
 from ifgan_jax.progress import Progress
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 BATCH_DIR = "batches"
 RECON_DIR = "reconstructions"
 ALIGN_FILE = "alignment.json"
 RECON_FILES = f"{RECON_DIR}/" + "[0-9]" * 6 + ".png"  # recon_path's files: only these go with --overwrite
+COMMIT_BATCH = 16  # images per optimizer batch and per commit: a killed run loses at most this many
 OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, BATCH_DIR, "codes.npy", "noise.npz", RECON_FILES, RECON_DIR,
                 "metrics.json", "failed.json", "grid.png", ALIGN_FILE)
 GRID_IMAGES = 32  # the grid shows the first images only; all reconstructions are PNGs anyway
@@ -45,7 +47,7 @@ GRID_PAIRS_PER_ROW = 4
 PART_KEYS = ("codes", "mse", "psnr", "loss", "steps", "failed")
 
 
-def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface", weights: str | None = None,
+def run(out_dir: str | Path, *, images: str | Path, model: str = DEFAULT_MODEL, weights: str | None = None,
         space: str = "z", steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
         init: str | None = None, vgg16: str | None = None, lpips_lin: str | None = None,
         perceptual_weight: float = 1.0, optimize_noise: bool = False, seed: int = 0, crop: bool = True,
@@ -70,7 +72,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = "dcgan_digiface
     files.output_path(out_dir, "-o")  # an empty string is not the current folder
     init = init or ("encoder" if encoder else None)  # an empty --init means the space's default
     if batch_size is None:
-        batch_size = inv.ENCODER_BATCH if steps == 0 else 16
+        batch_size = inv.ENCODER_BATCH if steps == 0 else COMMIT_BATCH
     inv.check_options(steps=steps, lr=lr, seed=seed, batch_size=batch_size, init=init, cli_names=True)
     if not Path(images).exists():
         raise InputError(f"image source {images} does not exist")

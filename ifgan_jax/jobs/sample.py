@@ -22,6 +22,7 @@ from ifgan_jax.jobs import multiprocess, rundir
 from ifgan_jax.predictors import Predictor, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 IMAGE_FORMATS = ("png", "npy", "none")
 PIPELINE_DEPTH = 2  # batches in flight: the device computes one while the host writes the other
@@ -35,7 +36,7 @@ def image_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def run(out_dir: str | Path, *, model: str = "dcgan_digiface", weights: str | None = None, num: int | None = None,
+def run(out_dir: str | Path, *, model: str = DEFAULT_MODEL, weights: str | None = None, num: int | None = None,
         seed: int = 0, batch_size: int = 64, image_format: str = "png", codes_path: str | None = None,
         codes_space: str = "z", overwrite: bool = False, score: str | None = None, show_progress: bool = True,
         devices: int | None = None, micro_batch: int | None = None, coordinator: str | None = None,

@@ -15,12 +15,13 @@ from ifgan_jax.images import load_images
 from ifgan_jax.predictors import Predictor, load_predictor
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head, score_codes
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 CHECK_ROWS = 1 << 18  # codes validated per chunk before scoring starts
 
 
 def run(out_dir: str, *, source: str, predictor: str = "fer", space: str = "z", batch_size: int = 256,
-        image_size: int = 64, model: str = "dcgan_digiface", weights: str | None = None, devices: int | None = None,
+        image_size: int = 64, model: str = DEFAULT_MODEL, weights: str | None = None, devices: int | None = None,
         micro_batch: int | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Score CODES.npy (through the model) or a folder of images; write scores.npy and attributes.json."""
     if batch_size < 1:

