@@ -24,6 +24,27 @@ class Entry:
     transform: Transform
 
 
+def fill_trees(state: Mapping[str, Any], entries: Iterable[Entry], what: str,
+               check: Callable[[Entry, np.ndarray], None] | None = None) -> tuple[dict, dict]:
+    """(params, buffers) pytrees from a checked state dict: each entry's value, numeric and finite (else a
+    CheckpointError naming it), as float32, through `check(entry, value)` when given, transformed into place."""
+    trees: dict[str, dict] = {"params": {}, "buffers": {}}
+    for e in entries:
+        value = np.asarray(state[e.source])
+        if value.dtype.kind not in "fiu":
+            raise CheckpointError(f"{what}: {e.source} has dtype {value.dtype}, expected floating point")
+        value = value.astype(np.float32, copy=False)
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"{what}: {e.source} holds NaN or infinite values")
+        if check is not None:
+            check(e, value)
+        node = trees[e.dest[0]]
+        for part in e.dest[1:-1]:
+            node = node.setdefault(part, {})
+        node[e.dest[-1]] = np.array(e.transform(value), order="C")  # copies once
+    return trees["params"], trees["buffers"]
+
+
 def same(x: np.ndarray) -> np.ndarray:
     return x
 

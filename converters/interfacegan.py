@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import Entry, check_against_model, check_state_dict
+from converters.coverage import Entry, check_against_model, check_state_dict, fill_trees
 from converters.coverage import linear as _linear
 from converters.coverage import oihw_to_hwio as _oihw_to_hwio
 from converters.coverage import same as _same
@@ -189,16 +189,7 @@ def _apply_table(state_dict: Mapping[str, Any], table: list[Entry], *, optional:
     if len(expected) != len(table):  # a table bug, not a file problem
         raise AssertionError(f"{what} table maps a key twice")
     check_state_dict(state_dict, {**expected, **optional}, optional=optional, what=what)
-    trees: dict[str, dict] = {"params": {}, "buffers": {}}
-    for e in table:
-        value = np.asarray(state_dict[e.source])
-        if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-            raise CheckpointError(f"{what}: {e.source} has dtype {value.dtype}, expected floating point")
-        node = trees[e.dest[0]]
-        for part in e.dest[1:-1]:
-            node = node.setdefault(part, {})
-        node[e.dest[-1]] = np.array(e.transform(value.astype(np.float32, copy=False)), order="C")  # copies once
-    return trees["params"], trees["buffers"]
+    return fill_trees(state_dict, table, what)
 
 
 def _check_lod(value: Any, key: str) -> None:

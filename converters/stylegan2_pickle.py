@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import Entry, check_against_model, check_state_dict
+from converters.coverage import Entry, check_against_model, check_state_dict, fill_trees
 from converters.coverage import linear as _linear
 from converters.coverage import oihw_to_hwio as _conv
 from converters.coverage import same as _same
@@ -125,20 +125,9 @@ def convert_nvlabs_state_dict(state: Mapping[str, Any], config: stylegan2.Config
                                                  atol=FILTER_ATOL)]
     if bad:
         raise CheckpointError(f"{what}: resampling filters differ from [1,3,3,1] in {bad[:4]}")
-    trees: dict[str, dict] = {"params": {}, "buffers": {}}
-    for e in table:
-        value = np.asarray(state[e.source])
-        if value.dtype.kind not in "fiu":
-            raise CheckpointError(f"{what}: {e.source} has dtype {value.dtype}, expected floating point")
-        value = value.astype(np.float32)
-        if not np.isfinite(value).all():
-            raise CheckpointError(f"{what}: {e.source} holds NaN or infinite values")
-        node = trees[e.dest[0]]
-        for part in e.dest[1:-1]:
-            node = node.setdefault(part, {})
-        node[e.dest[-1]] = np.array(e.transform(value), order="C")
-    check_against_model(trees["params"], trees["buffers"], stylegan2.param_shapes(config), what)
-    return trees["params"], trees["buffers"]
+    params, buffers = fill_trees(state, table, what)
+    check_against_model(params, buffers, stylegan2.param_shapes(config), what)
+    return params, buffers
 
 
 # -- the recorded architecture -> Config --------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.coverage import Entry, check_against_model, check_state_dict
+from converters.coverage import Entry, check_against_model, check_state_dict, fill_trees
 from converters.coverage import linear as _linear
 from converters.coverage import oihw_to_hwio as _conv
 from converters.coverage import same as _same
@@ -159,22 +159,13 @@ def table(config: stylegan3.Config) -> list[Entry]:
 def convert_state(state: Mapping[str, Any], config: stylegan3.Config, what: str) -> tuple[dict, dict]:
     entries = table(config)
     check_state_dict(state, {e.source: e.shape for e in entries}, what=what)
-    trees: dict[str, dict] = {"params": {}, "buffers": {}}
-    for e in entries:
-        value = np.asarray(state[e.source])
-        if value.dtype.kind not in "fiu":
-            raise CheckpointError(f"{what}: {e.source} has dtype {value.dtype}, expected floating point")
-        value = value.astype(np.float32)
-        if not np.isfinite(value).all():
-            raise CheckpointError(f"{what}: {e.source} holds NaN or infinite values")
+    def positive_magnitudes(e: Entry, value: np.ndarray) -> None:
         if e.source.endswith("magnitude_ema") and not value > 0:
             raise CheckpointError(f"{what}: {e.source} is {value}, not positive")
-        node = trees[e.dest[0]]
-        for part in e.dest[1:-1]:
-            node = node.setdefault(part, {})
-        node[e.dest[-1]] = np.array(e.transform(value), order="C")
-    check_against_model(trees["params"], trees["buffers"], stylegan3.param_shapes(config), what)
-    return trees["params"], trees["buffers"]
+
+    params, buffers = fill_trees(state, entries, what, positive_magnitudes)
+    check_against_model(params, buffers, stylegan3.param_shapes(config), what)
+    return params, buffers
 
 
 def convert_generator_module(G: Module, **settings: Any) -> tuple[str, stylegan3.Config, dict, dict]:

@@ -95,13 +95,7 @@ def write_samples(
         raise InputError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
-    if codes is not None:
-        codes = G.check_codes(codes, codes_space)
-        count = len(codes) if count is None else count
-        if count != len(codes):
-            raise InputError(f"-n {count} does not match the {len(codes)} codes given")
-    if count is None or count < 1:
-        raise InputError(f"the number of samples must be >= 1, got {count}")
+    codes, count = _checked_count(G, codes, codes_space, count)
     out = Path(out_dir)
     identity = run_identity(G, count=count, first_index=first_index, seed=seed, codes=codes,
                             codes_space=codes_space, image_format=image_format, predictor=predictor,
@@ -164,6 +158,19 @@ def _check_space(out: Path, count: int, layout: dict[str, tuple[int, ...]], imag
     sizes["scores.npy"] = 4 * columns
     needed = sum(max(0, count * size - files.allocated_bytes(out / name)) for name, size in sizes.items() if size)
     files.require_space(out, needed, f"{count} samples")
+
+
+def _checked_count(G: Generator, codes: np.ndarray | None, codes_space: str,
+                   count: int | None) -> tuple[np.ndarray | None, int]:
+    """(codes checked for the space, the sample count): -n must match the codes given, and be >= 1."""
+    if codes is not None:
+        codes = G.check_codes(codes, codes_space)
+        count = len(codes) if count is None else count
+        if count != len(codes):
+            raise InputError(f"-n {count} does not match the {len(codes)} codes given")
+    if count is None or count < 1:
+        raise InputError(f"the number of samples must be >= 1, got {count}")
+    return codes, count
 
 
 def run_identity(G: Generator, *, count: int, first_index: int, seed: int, codes: np.ndarray | None, codes_space: str,
@@ -244,13 +251,7 @@ def write_shared(G: Generator, out_dir: str | Path, info: multiprocess.ProcessIn
                  **options: Any) -> dict[str, Any]:
     """This process's share of `write_samples` in OUT/.parts/, then the merge (exactly one process merges)."""
     codes_space = options.get("codes_space", "z")
-    if codes is not None:
-        codes = G.check_codes(codes, codes_space)
-        count = len(codes) if count is None else count
-        if count != len(codes):
-            raise InputError(f"-n {count} does not match the {len(codes)} codes given")
-    if count is None or count < 1:
-        raise InputError(f"the number of samples must be >= 1, got {count}")
+    codes, count = _checked_count(G, codes, codes_space, count)
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     out = Path(out_dir)
