@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from conftest import FIXTURES, wheel_installed
-from test_pggan import spec_state_dict
+from helpers.parity import spec_state_dict
 
 from converters.interfacegan import convert_state_dict
 from ifgan_jax.cli import main

@@ -19,8 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_stylegan2 import rosinality_state
-from torch_pickles import _call, _dict, _glob, _p, _pickle, _tensor, _write_legacy, _write_zip
+from helpers.parity import rosinality_state
+from helpers.torch_pickles import _call, _dict, _glob, _p, _pickle, _tensor, _write_legacy, _write_zip
 
 from converters import read_torch_checkpoint
 from converters.generator_file import convert_generator_file

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cdp_client import Browser, chromium_path
 from conftest import needs_dcgan, wheel_installed
+from helpers.cdp_client import Browser, chromium_path
 from PIL import Image
 
 from ifgan_jax.jobs import serve, serve_state

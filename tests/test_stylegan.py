@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_pggan import BLUR, rel_err, spec_state_dict
+from helpers.parity import BLUR, rel_err, spec_state_dict
 
 from converters.interfacegan import convert_state_dict, convert_stylegan, infer_kind, infer_resolution
 from ifgan_jax.errors import CheckpointError

@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from torch_pickles import _dict, _pickle, _tensor, _write_zip
+from helpers.parity import ROS_KERNEL, json_copy, module_from_spec, mutate, nchw, rel_err, rosinality_state, write_pt
 
 from converters.generator_file import convert_generator_file
 from converters.nvlabs_pickle import Module, load_nvlabs_pickle
 from converters.rosinality import convert_rosinality
-from converters.stylegan2_pickle import RESAMPLE_FILTER_2D, convert_generator_module, select_generator
+from converters.stylegan2_pickle import convert_generator_module, select_generator
 from converters.stylegan2_tf import convert_tf_network
 from converters.tf_pickle import find_generator, load_network_pickle
 from ifgan_jax.cli import main
@@ -39,16 +39,6 @@ ADA = {"stylegan2_ada_32_map2": dict(resolution=32, z_dim=64, w_dim=64, mapping_
        "stylegan2_ada_64_map8": dict(resolution=64, z_dim=48, w_dim=48, mapping_layers=8, channel_base=512,
                                      channel_max=16, conv_clamp=None)}
 ROSINALITY = ("stylegan2_rosinality_16_mlp2", "stylegan2_rosinality_32_mlp8")
-ROS_KERNEL = RESAMPLE_FILTER_2D.astype(np.float32) * 4
-
-
-def rel_err(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
-
-
-def nchw(x) -> np.ndarray:
-    return np.asarray(x).transpose(0, 3, 1, 2)
 
 
 def per_image_noise(buffers: dict, io, prefix: str = "noise_random_") -> dict:
@@ -181,54 +171,7 @@ def test_tf_stylegan2_pickle():
             convert_tf_network(bad)
 
 
-def json_copy(tree):
-    """A deep copy of nested dicts/lists/tuples (arrays shared)."""
-    if isinstance(tree, dict):
-        return {k: json_copy(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(json_copy(v) for v in tree)
-    return tree
-
-
 # -- rosinality .pt ---------------------------------------------------------------------------------
-
-
-def rosinality_state(name: str) -> dict[str, np.ndarray]:
-    """The fixture weights: default_rng(seed) over the spec's keys in order (the fixture script's recipe)."""
-    spec = json.loads((FIXTURES / f"{name}_spec.json").read_text())
-    rng = np.random.default_rng(spec["seed"])
-    state = {}
-    for key, shape in spec["keys"]:
-        if key.endswith("kernel"):
-            state[key] = ROS_KERNEL.copy()
-            continue
-        value = rng.standard_normal(shape).astype(np.float32)
-        if key.startswith("style."):
-            value *= 100.0 if key.endswith("weight") else 10.0
-        elif key.endswith("modulation.bias"):
-            value = 1.0 + 0.2 * value
-        elif key.endswith("noise.weight"):
-            value *= 0.5
-        elif key.endswith("bias"):
-            value *= 0.2
-        state[key] = value
-    return state
-
-
-def write_pt(path: Path, tree: dict) -> Path:
-    """A torch.save zip file of nested dicts of float32 arrays (made without torch)."""
-    storages: dict[str, bytes] = {}
-
-    def encode(value):
-        if isinstance(value, dict):
-            return _dict([(k, encode(v)) for k, v in value.items()])
-        arr = np.ascontiguousarray(value, np.float32)
-        key = str(len(storages))
-        storages[key] = arr.tobytes()
-        strides = tuple(s // 4 for s in arr.strides)
-        return _tensor("FloatStorage", key, arr.size, 0, arr.shape, strides)
-
-    return _write_zip(path, _pickle(encode(tree)), storages)
 
 
 @pytest.mark.parametrize("name", ROSINALITY)
@@ -266,15 +209,6 @@ def test_rosinality_without_latent_avg_and_pSp_layout():
 
 
 # -- released 1024 key sets -------------------------------------------------------------------------
-
-
-def module_from_spec(tree: dict) -> Module:
-    """A module tree as the reader returns it, zeros for tensors (fixed filters and magnitudes as they must be)."""
-    fixed = {"resample_filter": RESAMPLE_FILTER_2D.astype(np.float32), "magnitude_ema": np.ones((), np.float32)}
-    tensors = {name: fixed[name] if name in fixed else np.broadcast_to(np.float32(0), shape)
-               for name, shape in tree["tensors"]}
-    return Module(tree["class"], tree["init_kwargs"], tree["attrs"], tensors,
-                  {k: module_from_spec(v) for k, v in tree["children"].items()})
 
 
 @pytest.mark.parametrize("spec", ["stylegan2_ada_1024_spec.json", "stylegan2_sg3repo_1024_spec.json"])
@@ -396,26 +330,6 @@ def test_bad_files_are_checkpoint_errors(tmp_path, capsys):
 
 
 # -- fuzzing ----------------------------------------------------------------------------------------
-
-
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.choice((1, 1, 2, 8))):
-        pos = rng.randrange(len(out))
-        action = rng.choice(("flip", "byte", "cut", "insert", "delete"))
-        if action == "flip":
-            out[pos] ^= 1 << rng.randrange(8)
-        elif action == "byte":
-            out[pos] = rng.randrange(256)
-        elif action == "cut":
-            del out[pos:]
-        elif action == "insert":
-            out[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
-        else:
-            del out[pos:pos + rng.randrange(1, 64)]
-        if not out:
-            out = bytearray(b"\x80")
-    return bytes(out)
 
 
 def run_fuzz(tmp_path: Path, count: int, seed: int) -> dict[str, int]:

@@ -11,7 +11,7 @@ import random
 import jax
 import numpy as np
 import pytest
-from test_stylegan2 import FIXTURES, PARITY_TOL, module_from_spec, mutate, nchw, rel_err
+from helpers.parity import FIXTURES, PARITY_TOL, module_from_spec, mutate, nchw, rel_err
 
 from converters.generator_file import convert_generator_file
 from converters.nvlabs_pickle import load_nvlabs_pickle

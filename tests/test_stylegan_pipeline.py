@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import FIXTURES, run_cli
-from test_pggan import spec_state_dict
+from helpers.parity import spec_state_dict
 
 import ifgan_jax
 from converters.interfacegan import convert_state_dict

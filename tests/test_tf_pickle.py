@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_pggan import spec_state_dict
+from helpers.parity import spec_state_dict
 
 from converters.interfacegan import convert_state_dict
 from converters.tf_pickle import convert_tf_pickle, load_network_pickle, pickle_to_state_dict

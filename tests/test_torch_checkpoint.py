@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch_pickles import (
+from helpers.torch_pickles import (
     SAMPLES,
     _assert_same,
     _call,

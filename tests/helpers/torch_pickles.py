@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLES = Path(__file__).parent / "fixtures" / "pth_samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "pth_samples"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
