@@ -29,7 +29,7 @@ def _block(seed: jax.Array, block_index: jax.Array, dim: int) -> jax.Array:
 def check_seed(seed: object, name: str = "seed") -> int:
     """A seed as an int in [0, 2**32), or an InputError naming `name` (a flag's spelling where the CLI calls)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
-        raise InputError(f"{name} must be in [0, 2**32), got {str(seed)[:40]}")
+        raise InputError(f"{name} must be in [0, 2**32), got {str(seed)[:40]}", argument=name)
     return int(seed)
 
 

@@ -6,6 +6,7 @@ models <- converters <- library <- jobs <- cli; benchmarks beside them, never im
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,23 @@ def test_no_long_function():
                     if lines > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines")
     assert not long, "\n".join(long)
+
+
+def test_library_errors_name_arguments_not_flags():
+    """Flags are the CLI's: a library InputError names its keyword (argument=...), and the CLI says it as a flag."""
+    flag = re.compile(r"(^|[\s(])--[a-z]")
+    bad = []
+    for name, path in MODULES.items():
+        if _layer(name) not in ("library", "models", "converters"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "InputError":
+                texts = ["".join(c.value for c in ast.walk(arg) if isinstance(c, ast.Constant)
+                                 and isinstance(c.value, str)) for arg in node.args]
+                commands = ("pip install", "run.py ")  # a whole command to run is no flag of ours
+                if any(flag.search(t) and not any(c in t for c in commands) for t in texts):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad
 
 
 def test_no_module_shadows_the_standard_library():

@@ -242,15 +242,15 @@ def test_plan_is_built_once_and_passed(dcgan, targets):
     assert lpips_plan.loss == "mse+lpips"
     with pytest.raises(InputError, match="needs VGG16 weights"):  # the plan's loss needs them at run time too
         inv.invert(dcgan, targets[:1], plan=lpips_plan)
-    # The `invert` command names its flags; the library its keywords.
+    # The library names its keywords; the `invert` command says them as its flags (InputError.as_flag).
     for kwargs, cli, library in [(dict(steps=0), "--steps must be >= 1", "steps must be >= 1"),
-                                 (dict(batch_size=0), "--batch-size must be >= 1", "batch size must be >= 1"),
+                                 (dict(batch_size=0), "--batch-size must be >= 1", "batch_size must be >= 1"),
                                  (dict(seed=2**32), "--seed must be in", "seed must be in"),
-                                 (dict(lr=-1.0), "--lr must be a positive", "lr must be a positive")]:
-        with pytest.raises(InputError, match=f"^{cli}"):
-            inv.make_plan(dcgan, cli_names=True, **kwargs)
-        with pytest.raises(InputError, match=f"^{library}"):
+                                 (dict(lr=-1.0), "--lr must be a positive", "lr must be a positive"),
+                                 (dict(micro_batch=-1), "--micro-batch must be >= 0", "micro_batch must be >= 0")]:
+        with pytest.raises(InputError, match=f"^{library}") as caught:
             inv.make_plan(dcgan, **kwargs)
+        assert caught.value.as_flag().startswith(cli), caught.value.as_flag()
 
 
 @needs_dcgan

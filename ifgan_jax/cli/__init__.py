@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except _bad_input_types() as err:
-        print(f"ifgan {args.command}: error: {err}", file=sys.stderr)
+        message = err.as_flag() if hasattr(err, "as_flag") else err  # library arguments said as flags
+        print(f"ifgan {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:
         if err.errno not in STORAGE_ERRORS:

@@ -224,8 +224,9 @@ def resolve_encoder(G: Generator, space: str, encoder: Encoder | str | os.PathLi
     if encoder is None:
         directory = shipped_encoder_dir(G.name, space)
         if directory is None:
-            raise InputError(f"no encoder is shipped for {G.name} in the {space!r} space; train one "
-                             f"(run.py train-encoder -m {G.name} --space {space} -o DIR) and pass --encoder DIR")
+            raise InputError(f"encoder: none is shipped for {G.name} in the {space!r} space; train one "
+                             f"(run.py train-encoder -m {G.name} --space {space} -o DIR) and give its folder",
+                             argument="encoder")
         encoder = directory
     if not isinstance(encoder, Encoder):
         encoder = load_encoder(encoder)

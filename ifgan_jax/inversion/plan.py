@@ -45,8 +45,6 @@ ENCODER_LR = {"z": 0.2, "w": 0.1, "wp": 0.1}  # refinement from the encoder's co
 # Images per fixed-shape step loop on CPU: value-and-grad measured fastest at 16 (8: +10%, 32: +10-40%).
 CPU_MICRO_BATCH = 16
 NOISE_WEIGHT = 1e5  # NVlabs' regularize_noise_weight
-# How messages name a setting: as `invert()`'s keyword, or (cli_names=True) as the `invert` command's flag.
-_KEYWORD_NAMES = {"batch_size": "batch size", "micro_batch": "micro batch", "domain_weight": "domain weight"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,27 +83,27 @@ class InversionPlan:
                                    encoder=self.encoder if self.domain_weight else None)
 
 
-def _name(option: str, cli_names: bool) -> str:
-    return "--" + option.replace("_", "-") if cli_names else _KEYWORD_NAMES.get(option, option)
+def _error(argument: str, rest: str) -> InputError:
+    """An InputError whose message starts with the keyword it is about (the CLI says it as its flag)."""
+    return InputError(f"{argument} {rest}", argument=argument)
 
 
 def check_options(*, steps: int | None = None, lr: float | None = None, optimizer: Any = None,
-                  seed: int = 0, batch_size: int | None = None, init: str | None = None,
-                  cli_names: bool = False) -> None:
+                  seed: int = 0, batch_size: int | None = None, init: str | None = None) -> None:
     """The checks that need no model (the `invert` command runs them before loading one); InputError."""
     if steps is not None and int(steps) < (0 if init == "encoder" else 1):
-        raise InputError(f"{_name('steps', cli_names)} must be >= 1 (0 only with init 'encoder': its codes "
+        raise _error("steps", f"must be >= 1 (0 only with init 'encoder': its codes "
                          f"alone), got {steps}")
     if batch_size is not None and int(batch_size) < 1:
-        raise InputError(f"{_name('batch_size', cli_names)} must be >= 1, got {batch_size}")
-    latents.check_seed(seed, _name("seed", cli_names))
+        raise _error("batch_size", f"must be >= 1, got {batch_size}")
+    latents.check_seed(seed)
     if optimizer is not None:
         if lr is not None:
             raise InputError("lr applies to the default Adam only; put the learning rate in the optimizer")
         if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
             raise InputError("optimizer must be an optax GradientTransformation")
     elif lr is not None and not (math.isfinite(float(lr)) and float(lr) > 0):
-        raise InputError(f"{_name('lr', cli_names)} must be a positive number, got {lr}")
+        raise _error("lr", f"must be a positive number, got {lr}")
     if init is not None:
         parse_init(init)
 
@@ -114,7 +112,7 @@ def check_vgg16(G: Generator, loss: Any, vgg16: Any) -> None:
     """A perceptual loss needs VGG16 weights and images of at least VGG_MIN_RESOLUTION px."""
     if isinstance(loss, str) and "lpips" in loss:
         if vgg16 is None:
-            raise InputError(f"loss {loss!r} needs VGG16 weights (torchvision vgg16 .pth, --vgg16 FILE)")
+            raise InputError(f"vgg16: loss {loss!r} needs VGG16 weights (a torchvision vgg16 .pth)", argument="vgg16")
         if G.resolution < VGG_MIN_RESOLUTION:
             raise InputError(f"the perceptual loss needs images of at least {VGG_MIN_RESOLUTION} px")
 
@@ -125,7 +123,7 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
               latent_weight: float = 0.0, optimize_noise: bool = False, noise_weight: float = NOISE_WEIGHT,
               stop_loss: float | None = None, micro_batch: int | None = None, init: str | None = None,
               seed: int = 0, batch_size: int | None = None, encoder: Any = None, domain_weight: float = 0.0,
-              noise_mode: str | None = None, cli_names: bool = False) -> InversionPlan:
+              noise_mode: str | None = None) -> InversionPlan:
     """Check every setting of an inversion of G's images and resolve the defaults; InputError otherwise.
 
     steps/lr: the default Adam with NVlabs' lr ramp (an `optimizer` brings its own lr; see `lr_schedule`).
@@ -141,22 +139,21 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
     when given) and domain_weight, an inversion.encoder.Encoder or its directory (default: the model's
     shipped encoder); steps 0 with it is the encoder alone. noise_mode: 'const' or 'none' for a StyleGAN's
     noise inputs (None: the model's; 'random' would make the objective a different one each step).
-    cli_names: name settings as the `invert` command's flags in messages (`--steps`) instead of as keywords (`steps`).
+    Errors are InputErrors whose `argument` names the keyword they are about.
     """
     if init is None and encoder is not None:
         init = "encoder"
-    check_options(steps=steps, lr=lr, optimizer=optimizer, seed=seed, batch_size=batch_size, init=init,
-                  cli_names=cli_names)
+    check_options(steps=steps, lr=lr, optimizer=optimizer, seed=seed, batch_size=batch_size, init=init)
     if micro_batch is None:  # CPU (the generator micro-batches): CPU_MICRO_BATCH; accelerators: whole batch
         micro_batch = CPU_MICRO_BATCH if G.micro_batch else 0
     if micro_batch < 0:
-        raise InputError(f"{_name('micro_batch', cli_names)} must be >= 0, got {micro_batch}")
+        raise _error("micro_batch", f"must be >= 0, got {micro_batch}")
     if space not in G.spaces:
         raise InputError(f"{G.name} has no {space!r} space (spaces: {', '.join(G.spaces)})")
     steps = DEFAULT_STEPS if steps is None else int(steps)
     from_encoder = init == "encoder"
     if not (math.isfinite(float(domain_weight)) and float(domain_weight) >= 0):
-        raise InputError(f"{_name('domain_weight', cli_names)} must be >= 0, got {domain_weight}")
+        raise _error("domain_weight", f"must be >= 0, got {domain_weight}")
     encoder = resolve_encoder(G, space, encoder) if from_encoder or domain_weight else None
     if optimizer is None:
         lr = (ENCODER_LR if from_encoder else DEFAULT_LR)[space] if lr is None else float(lr)
@@ -170,11 +167,11 @@ def make_plan(G: Generator, space: str = "z", *, steps: int | None = None, lr: f
         raise InputError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
     G.check_noise_mode(noise_mode)
     if noise_mode == "random":
-        raise InputError(f"{_name('noise_mode', cli_names)} random makes every step's objective another one; "
+        raise _error("noise_mode", "random makes every step's objective another one; "
                          "invert with const or none")
     if optimize_noise:
         if noise_mode == "none":
-            raise InputError(f"{_name('optimize_noise', cli_names)} needs the noise inputs (not noise mode none)")
+            raise _error("optimize_noise", "needs the noise inputs (not noise mode none)")
         if not noise_paths(G.buffers):
             raise InputError(f"{G.name} has no noise inputs to optimize")
         if space == "z":

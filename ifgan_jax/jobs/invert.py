@@ -73,7 +73,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = DEFAULT_MODEL, 
     init = init or ("encoder" if encoder else None)  # an empty --init means the space's default
     if batch_size is None:
         batch_size = inv.ENCODER_BATCH if steps == 0 else COMMIT_BATCH
-    inv.check_options(steps=steps, lr=lr, seed=seed, batch_size=batch_size, init=init, cli_names=True)
+    inv.check_options(steps=steps, lr=lr, seed=seed, batch_size=batch_size, init=init)
     if not Path(images).exists():
         raise InputError(f"image source {images} does not exist")
     if lpips_lin and not vgg16:
@@ -85,7 +85,7 @@ def run(out_dir: str | Path, *, images: str | Path, model: str = DEFAULT_MODEL, 
     plan = inv.make_plan(G, space, steps=steps, lr=lr, vgg16=vgg, perceptual_weight=perceptual_weight,
                          optimize_noise=optimize_noise, micro_batch=micro_batch, init=init, seed=seed,
                          batch_size=batch_size, encoder=encoder, domain_weight=domain_weight,
-                         noise_mode=noise_mode, cli_names=True)
+                         noise_mode=noise_mode)
     alignment = None
     if align:
         loaded, alignment = align_loaded(G, load_images(images, align_load_size(G.resolution), crop=crop))

@@ -75,9 +75,8 @@ def _source_file(entry: ModelEntry, weights: str | os.PathLike | None) -> Path:
         if (folder / filename).is_file():
             return folder / filename
     raise InputError(
-        f"model {entry.name!r} needs weights you supply: pass --weights FILE or put "
-        f"{' or '.join(entry.source.filenames)} in {folder} (from {entry.source.origin})"
-    )
+        f"weights: model {entry.name!r} needs a weights file you supply: give it, or put "
+        f"{' or '.join(entry.source.filenames)} in {folder} (from {entry.source.origin})", argument="weights")
 
 
 def weights_status(entry: ModelEntry) -> tuple[str, str | None]:
