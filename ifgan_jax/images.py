@@ -3,7 +3,8 @@
 Sources: a folder (its files, sorted by name; hidden files and sub-folders are ignored), a single image
 file, or a uint8 ``.npy`` of shape (N, H, W, 3) (also (N, H, W) / (N, H, W, 1) gray, (N, H, W, 4) RGBA).
 A file that is not an image, is corrupt, or is smaller than ``MIN_SIZE`` pixels is a *failure* (name and
-reason), not an exception, so one bad file does not stop a large job.
+reason), not an exception, so one bad file does not stop a large job. ``decode_image`` takes a file's bytes
+(serve's photo uploads) under byte and pixel limits.
 
 Conversions: 16-bit gray ('I;16*', and 'I', taken as 16-bit as it comes from 16-bit PNG/TIFF) is scaled
 to 8 bits by value, not clipped as Pillow's ``convert`` would; float 'F' images are taken as [0, 1] when
@@ -14,6 +15,7 @@ composited over white; EXIF orientation is applied.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import warnings
 from pathlib import Path
@@ -28,6 +30,12 @@ from ifgan_jax.errors import InputError
 
 MIN_SIZE = 8  # smaller images carry no face to invert; report them instead of upscaling noise
 BACKGROUND = (255, 255, 255)  # transparent pixels become white
+# The formats decode_image takes; others (EPS would run Ghostscript) are refused from the header.
+DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class ImageTooLarge(InputError):
+    """Image bytes over a size limit (bytes, or pixels in the header): serve answers 413, not 400."""
 
 
 @dataclasses.dataclass
@@ -123,12 +131,7 @@ def load_image(path: str | os.PathLike, resolution: int, *, crop: bool = True) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning, bad EXIF: the result still loads
             with Image.open(path) as image:
-                image.load()
-                try:
-                    image = ImageOps.exif_transpose(image)
-                except Exception:  # a broken EXIF block should not lose the pixels
-                    pass
-                rgb = to_rgb(image)
+                rgb = _pixels(image)
     except UnidentifiedImageError:
         raise InputError(f"{path.name}: not an image Pillow can read") from None
     except Image.DecompressionBombError as err:
@@ -136,6 +139,47 @@ def load_image(path: str | os.PathLike, resolution: int, *, crop: bool = True) -
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise InputError(f"{path.name}: corrupt or unreadable image ({type(err).__name__}: {err})") from None
     return _check_and_fit(rgb, resolution, crop, path.name)
+
+
+def decode_image(data: bytes, resolution: int, *, max_bytes: int, max_pixels: int, name: str = "the image",
+                 formats: tuple[str, ...] = DECODE_FORMATS, crop: bool = True) -> np.ndarray:
+    """Image file bytes (an upload) -> uint8 (R, R, 3) as `load_image` makes it; InputError, or ImageTooLarge
+    past max_bytes or max_pixels. `name` starts each message.
+
+    The size in the header is checked against max_pixels before any pixel is decoded, so a small file that
+    would decompress into gigabytes (a decompression bomb) is refused cheaply.
+    """
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"{name} of {len(data)} bytes is over the limit of {max_bytes} bytes")
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes)")
+    size = rgb = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: max_pixels decides
+            with Image.open(io.BytesIO(data), formats=formats) as image:  # reads the header only
+                size = image.size
+                if size[0] * size[1] <= max_pixels:
+                    rgb = _pixels(image)
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not an image in one of {', '.join(formats)}") from None
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"{name} is too large to decode: {err}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise InputError(f"{name} is a corrupt image ({type(err).__name__}: {err})") from None
+    if rgb is None:
+        raise ImageTooLarge(f"{name} is {size[0]}x{size[1]} px, over the limit of {max_pixels} pixels")
+    return _check_and_fit(rgb, resolution, crop, name)
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """An opened image's pixels as uint8 (H, W, 3), its EXIF orientation applied."""
+    image.load()
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block should not lose the pixels
+        pass
+    return to_rgb(image)
 
 
 def _check_and_fit(rgb: np.ndarray, resolution: int, crop: bool, name: str) -> np.ndarray:

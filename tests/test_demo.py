@@ -134,3 +134,39 @@ def test_demo_photo_without_a_face_is_inverted_whole(tmp_path):
     assert p["inversions"]["photo"]["steps"] == 5 and "pasted" not in p
     assert (tmp_path / "photo.png").is_file() and not (tmp_path / "photo_pasted.png").exists()
     assert "no face found for alignment" in "\n".join(photo_report(p))
+
+
+@pytest.mark.slow  # three demos: 80 s
+def test_demo_resumes_a_killed_run(tmp_path, capsys):
+    """analyze's resumable pipeline under the demo: a rerun reuses samples/ and rescoring/ and writes the same
+    files; a complete run is not redone, another run's folder is refused."""
+    from ifgan_jax.errors import InputError
+    from ifgan_jax.generator import load_generator
+    from ifgan_jax.jobs.demo import run_demo
+
+    G = load_generator("dcgan_digiface")
+    out = tmp_path / "demo"
+    options = {"count": 200, "curve_samples": 2, "grid_samples": 1, "photo_steps": 1, "show_progress": False}
+    run_demo(G, out, **options)
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.suffix in (".npy", ".png")}
+    summary = json.loads((out / "demo.json").read_text())
+    # What a kill in the photo stage leaves: the run marked incomplete, demo.json and report.md not written.
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "complete": False}))
+    for name in ("demo.json", "report.md", "photo.png"):
+        (out / name).unlink()
+    reused = {p: p.stat().st_mtime_ns for p in [out / "samples" / "z.npy", *(out / "rescoring").iterdir()]}
+    run_demo(G, out, **options)
+    assert {p: p.stat().st_mtime_ns for p in reused} == reused  # read back, not computed again
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.suffix in (".npy", ".png")} == first
+
+    def untimed(s):
+        return {**s, "timings": None, "photo": {**s["photo"], "inversions": {
+            k: {**v, "seconds": None} for k, v in s["photo"]["inversions"].items()}}}
+
+    assert untimed(json.loads((out / "demo.json").read_text())) == untimed(summary)
+    capsys.readouterr()
+    assert run_demo(G, out, **options) == json.loads((out / "demo.json").read_text())
+    assert "already complete" in capsys.readouterr().out
+    with pytest.raises(InputError, match="holds a different run"):
+        run_demo(G, out, **{**options, "curve_samples": 3})

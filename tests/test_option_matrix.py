@@ -182,7 +182,7 @@ def test_invert_options(models, family, space, options, tmp_path, capsys):
 def test_serve_editor_options(models, family, space, noise_mode, tmp_path):
     """The editor behind `serve --space S --noise-mode M`: built and rendering, or refused with InputError."""
     from ifgan_jax.errors import InputError
-    from ifgan_jax.jobs.serve_state import build_editor
+    from ifgan_jax.jobs.serve import build_editor
 
     model = model_of(models, family)
     import ifgan_jax

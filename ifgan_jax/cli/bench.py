@@ -10,11 +10,12 @@ import argparse
 from pathlib import Path
 
 from ifgan_jax.errors import InputError
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark every task (JAX vs torch reference), write results.json/report.md")
-    p.add_argument("-m", "--model", dest="models", nargs="+", default=["dcgan_digiface"], metavar="MODEL",
+    p.add_argument("-m", "--model", dest="models", nargs="+", default=[DEFAULT_MODEL], metavar="MODEL",
                    help="registry names, converted model dirs, or FAMILY@RES (pggan@64: random weights) "
                         "(default dcgan_digiface)")
     p.add_argument("--tasks", default="sample,score,edit,boundary,invert", help="comma-separated subset")

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="face photo to invert and make smile (default: the bundled astronaut_face.png)")
     p.add_argument("--photo-steps", type=int, default=None,
                    help="Adam steps of the photo's inversion (default: the inversion's own default)")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder holding another run")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -27,5 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from ifgan_jax.jobs import demo
 
     demo.run(args.out, num=args.num, seed=args.seed, curve_samples=args.curve_samples, photo=args.photo,
-             photo_steps=args.photo_steps, show_progress=not args.quiet, **model_options(args))
+             photo_steps=args.photo_steps, show_progress=not args.quiet, overwrite=args.overwrite,
+             **model_options(args))
     return 0

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p, noise=True)
     p.add_argument("-b", "--boundary", action="append", default=None,
                    help="boundary .npy (1, d), one slider each; repeatable (default: the model's shipped ones)")
-    # The defaults live in jobs/serve.py (None here), so building the parser imports no job.
+    # The defaults live in jobs/serve/ (None here), so building the parser imports no job.
     p.add_argument("--port", type=int, default=None, help="port to listen on (default 8080; 0: any free port)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--predictor", default=None,

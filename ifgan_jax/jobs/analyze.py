@@ -4,11 +4,14 @@ Stages, each written atomically and reused when a rerun of the same command find
 
 1. `samples/`: N codes sampled and scored in one fused pass (`jobs/sample.write_samples`, no images; itself
    resumable batch by batch), or the codes and scores given with -c/-s;
-2. `boundaries/`: one boundary per analysed score column (`train_boundaries`, InterFaceGAN's split);
+2. `boundaries/`: one boundary per analysed score column (`train_boundaries`, InterFaceGAN's split), then
+   each conditional pair's projected boundary;
 3. `rescoring/`: M fresh samples (indices N..N+M of the same seed) moved to -D and +D along every boundary in
-   absolute mode and scored again, one file per boundary, then the same along each conditional pair's
-   projected boundary;
+   absolute mode and scored again, one file per boundary;
 4. `grids/`, the heatmaps, `analysis.json` and `report.md` (jobs/analyze_report.py).
+
+Stages 1-3 are `pipeline`, which `demo` runs too (its attributes, pairs, fresh samples and distances), and
+`write_grids` draws both jobs' edit grids.
 
 A column that is 1 minus another (gender's "female" = 1 - "male") is dropped: its boundary would be the
 exact opposite of the other's.
@@ -16,17 +19,19 @@ exact opposite of the other's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ifgan_jax import analysis, files, latents
-from ifgan_jax.boundary import save_boundary, train_boundaries
+from ifgan_jax.boundary import TrainedBoundaries, boundary_file_name, save_boundary, train_boundaries
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
 from ifgan_jax.jobs import analyze_report, rundir
@@ -34,17 +39,42 @@ from ifgan_jax.jobs.sample import write_samples
 from ifgan_jax.predictors import Predictor, load_predictor, scores_from_npy
 from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head, score_codes
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 DEFAULT_NUM = 20000
 MIN_SAMPLES = 200  # fewer leaves too few top/bottom samples for a boundary
 GRID_DISTANCES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 # What --overwrite removes: the job's files by pattern (a folder goes only when that empties it), samples/ whole.
-OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, "samples", "boundaries/*_boundary.npy", "boundaries",
-                "rescoring/*.npy", "rescoring", "grids/*.png", "grids", "analysis.json", "report.md",
-                *analyze_report.HEATMAPS)
+PIPELINE_OUTPUTS = ("samples", "boundaries/" + boundary_file_name("*"), "boundaries", "rescoring/*.npy", "rescoring")
+OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, *PIPELINE_OUTPUTS, "grids/*.png", "grids", "analysis.json",
+                "report.md", *analyze_report.HEATMAPS)
 
 
-def run(out_dir: str | os.PathLike, *, model: str = "dcgan_digiface", weights: str | None = None,
+def conditioned_name(primal: str, condition: str) -> str:
+    """The boundary `primal` made orthogonal to `condition`: B_c_A (file B_c_A_boundary.npy)."""
+    return f"{primal}_c_{condition}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """What `pipeline` computed (and wrote) for the jobs' own stages to use."""
+
+    codes: np.ndarray  # (N, d) the training codes
+    scores: np.ndarray  # (N, L) their scores, one column per predictor label
+    names: list[str]  # the analysed attributes, one trained boundary each
+    trained: TrainedBoundaries  # in `names` order
+    pairs: list[tuple[str, str]]  # (b, a): boundary b made orthogonal to a, named conditioned_name(b, a)
+    boundaries: dict[str, np.ndarray]  # every boundary (1, d) by name: the trained ones, then the conditioned
+    edits: np.ndarray  # (M, B + P, S, K) the fresh codes' scores of `names` along every boundary, every distance
+    timings: dict[str, float]  # sample_and_score_s, train_boundaries_s, rescoring_s
+
+    @property
+    def stacked(self) -> np.ndarray:
+        """(B + P, d): every boundary, in `boundaries` order."""
+        return np.concatenate(list(self.boundaries.values()))
+
+
+def run(out_dir: str | os.PathLike, *, model: str = DEFAULT_MODEL, weights: str | None = None,
         predictor: str = "fer,age,gender,pose", num: int | None = None, seed: int = 0,
         codes_path: str | os.PathLike | None = None, scores_path: str | os.PathLike | None = None,
         rescore_samples: int = 1000, distance: float = analysis.DISTANCE, pairs: str | None = None,
@@ -86,47 +116,22 @@ def run(out_dir: str | os.PathLike, *, model: str = "dcgan_digiface", weights: s
     if rundir.start_run(out, identity, OUTPUT_NAMES, overwrite) is None:
         return {"out_dir": str(out), "skipped": True, **(files.read_json(out / "analysis.json") or {})}
 
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    if given is None:
-        write_samples(G, out / "samples", count=count, seed=seed, batch_size=batch_size, image_format="none",
-                      predictor=scorer, show_progress=show_progress)
-        codes, scores = np.load(out / "samples" / "z.npy"), np.load(out / "samples" / "scores.npy")
-    else:
-        codes, scores = given
-    timings["sample_and_score_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    columns = [labels.index(name) for name in names]
-    trained = train_boundaries(codes, scores[:, columns], solver="jax", seed=seed, names=names)
-    boundaries = {name: trained.boundaries[k : k + 1] for k, name in enumerate(names)}
-    (out / "boundaries").mkdir(exist_ok=True)
-    for name, b in boundaries.items():
-        save_boundary(out / "boundaries" / f"{name}_boundary.npy", b)
-    timings["train_boundaries_s"] = time.perf_counter() - t
-
-    cosine = analysis.cosine_matrix(trained.boundaries)
-    chosen = chosen if chosen is not None else analysis.choose_pairs(names, cosine, min_cosine=min_cosine,
-                                                                     max_pairs=max_pairs)
-    cond = analysis.conditioned(boundaries, chosen)
-    cond_names = [f"{b}_c_{a}" for b, a in chosen]
-    for k, name in enumerate(cond_names):
-        save_boundary(out / "boundaries" / f"{name}_boundary.npy", cond[k : k + 1])
-
-    t = time.perf_counter()
     fresh = G.sample_latents(seed, count, rescore_samples)  # indices after the training set's: new faces
-    all_names = names + cond_names
-    stacked = np.concatenate([trained.boundaries, cond]) if chosen else trained.boundaries
-    ends = _rescore(G, out, fresh, dict(zip(all_names, stacked, strict=True)), scorer, head, distance,
-                    batch_size=batch_size, show_progress=show_progress)[:, :, :, columns]  # (M, B, 2, K)
-    timings["rescoring_s"] = time.perf_counter() - t
-
+    p = pipeline(G, out, scorer, names, fresh=fresh, distances=(-distance, distance), count=count, seed=seed,
+                 given=given, pairs=chosen, min_cosine=min_cosine, max_pairs=max_pairs, batch_size=batch_size,
+                 head=head, show_progress=show_progress)
+    timings = dict(p.timings)
     t = time.perf_counter()
-    grids = _write_grids(G, out, fresh[:grid_samples], names, chosen, stacked, scorer) if grid_samples else {}
+    grids = {}
+    if grid_samples:
+        (out / "grids").mkdir(exist_ok=True)
+        grids = write_grids(G, out, fresh[:grid_samples], list(p.boundaries), p.stacked, scorer,
+                            distances=GRID_DISTANCES, plain=names, pairs=p.pairs, prefix="grids/")
     timings["grids_s"] = time.perf_counter() - t
 
-    summary = _summary(names, dropped, scores[:, columns], trained, cosine, ends, chosen, cond_names,
-                       identity=identity, codes_path=codes_path, scores_path=scores_path,
+    columns = [labels.index(name) for name in names]
+    summary = _summary(names, dropped, p.scores[:, columns], p.trained, analysis.cosine_matrix(p.trained.boundaries),
+                       p.edits, p.pairs, identity=identity, codes_path=codes_path, scores_path=scores_path,
                        chose_pairs="--pairs" if pairs is not None else f"|cosine| >= {min_cosine:g}, "
                        f"at most {max_pairs}", grids=grids)
     summary["timings"] = {**timings, "total_s": time.perf_counter() - t_start}
@@ -210,28 +215,78 @@ def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def _rescore(G: Generator, out: Path, codes: np.ndarray, boundaries: dict[str, np.ndarray], scorer: Predictor,
-             head: Any, distance: float, *, batch_size: int, show_progress: bool) -> np.ndarray:
-    """Scores (M, B, 2, K) of `codes` at -distance and +distance along each boundary; one file per boundary.
+def pipeline(G: Generator, out: Path, scorer: Predictor, names: Sequence[str], *, fresh: np.ndarray,
+             distances: Sequence[float], count: int, seed: int,
+             given: tuple[np.ndarray, np.ndarray] | None = None, pairs: Sequence[tuple[str, str]] | None = None,
+             min_cosine: float = 0.25, max_pairs: int = 6, batch_size: int = 256, head: Any = None,
+             per_boundary: bool = True, show_progress: bool = True, job: str = "analyze") -> Pipeline:
+    """Stages 1-3 into `out`, each resumed from what a killed run left there (the module docstring): samples/
+    (`count` codes of `seed`, or the codes and scores `given`), boundaries/ (one per name, then each of `pairs`
+    conditioned; None: `analysis.choose_pairs`) and rescoring/ (`fresh` codes edited to `distances`;
+    per_boundary: see `rescore`)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    if given is None:
+        write_samples(G, out / "samples", count=count, seed=seed, batch_size=batch_size, image_format="none",
+                      predictor=scorer, show_progress=show_progress)
+        codes, scores = np.load(out / "samples" / "z.npy"), np.load(out / "samples" / "scores.npy")
+    else:
+        codes, scores = given
+    timings["sample_and_score_s"] = time.perf_counter() - t
 
-    rescoring/NAME.npy is written atomically when its boundary is done, so a killed run redoes one boundary.
+    t = time.perf_counter()
+    names = list(names)
+    labels = list(scorer.labels)
+    columns = [labels.index(name) for name in names]
+    trained = train_boundaries(codes, scores[:, columns], solver="jax", seed=seed, names=names)
+    boundaries = {name: trained.boundaries[k : k + 1] for k, name in enumerate(names)}
+    if pairs is None:
+        pairs = analysis.choose_pairs(names, analysis.cosine_matrix(trained.boundaries), min_cosine=min_cosine,
+                                      max_pairs=max_pairs)
+    pairs = list(pairs)
+    conditioned = analysis.conditioned(boundaries, pairs)
+    boundaries.update((conditioned_name(b, a), conditioned[k : k + 1]) for k, (b, a) in enumerate(pairs))
+    (out / "boundaries").mkdir(exist_ok=True)
+    for name, b in boundaries.items():
+        save_boundary(out / "boundaries" / boundary_file_name(name), b)
+    timings["train_boundaries_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    edits = rescore(G, out, fresh, boundaries, scorer, distances, per_boundary=per_boundary, head=head,
+                    batch_size=batch_size, show_progress=show_progress, desc=f"{job}: re-score edits")[..., columns]
+    timings["rescoring_s"] = time.perf_counter() - t
+    return Pipeline(codes, scores, names, trained, pairs, boundaries, edits, timings)
+
+
+def rescore(G: Generator, out: Path, codes: np.ndarray, boundaries: dict[str, np.ndarray], scorer: Predictor,
+            distances: Sequence[float], *, per_boundary: bool = True, head: Any = None, batch_size: int = 256,
+            show_progress: bool = True, desc: str = "re-score edits") -> np.ndarray:
+    """Scores (M, B, S, L) of `codes` moved along each boundary to each distance (absolute mode), kept in
+    rescoring/NAME.npy per boundary (written atomically) and read back by a rerun.
+
+    per_boundary: one boundary's edits at a time, so a killed run redoes one boundary. False: every boundary's
+    in one pass, so a killed run redoes the pass; the demo's numbers come from that batching (on XLA:CPU a
+    score moves in its last bits with its batch mates).
     """
     folder = out / "rescoring"
     folder.mkdir(exist_ok=True)
-    shape = (len(codes), 2, len(scorer.labels))
-    progress = Progress(len(boundaries) * 2 * len(codes), desc="analyze: re-score edits", enabled=show_progress)
-    parts = []
-    for name, b in boundaries.items():
-        path = folder / f"{name}.npy"
-        cached = _read_cached(path)
-        if cached is None or cached.shape != shape:
-            cached = analysis.edit_scores(G, codes, b[None], scorer, distances=(-distance, distance),
-                                          batch_size=batch_size, head=head)[:, 0].astype(np.float32)
-            files.atomic_save_npy(path, cached)
-        parts.append(cached)
-        progress.update(2 * len(codes))
+    shape = (len(codes), len(distances), len(scorer.labels))
+    paths = {name: folder / f"{name}.npy" for name in boundaries}
+    done = {name: cached for name, path in paths.items()
+            if (cached := _read_cached(path)) is not None and cached.shape == shape}
+    todo = [name for name in boundaries if name not in done]
+    groups = [[name] for name in todo] if per_boundary else [list(boundaries)] if todo else []
+    per_name = len(distances) * len(codes)
+    progress = Progress(len(boundaries) * per_name, len(done) * per_name, desc=desc, enabled=show_progress)
+    for group in groups:
+        scores = analysis.edit_scores(G, codes, np.concatenate([boundaries[n] for n in group]), scorer,
+                                      distances=distances, batch_size=batch_size, head=head).astype(np.float32)
+        for k, name in enumerate(group):
+            done[name] = scores[:, k]
+            files.atomic_save_npy(paths[name], done[name])
+        progress.update(len(group) * per_name)
     progress.close()
-    return np.stack(parts, axis=1)
+    return np.stack([done[name] for name in boundaries], axis=1)
 
 
 def _read_cached(path: Path) -> np.ndarray | None:
@@ -241,27 +296,28 @@ def _read_cached(path: Path) -> np.ndarray | None:
         return None
 
 
-def _write_grids(G: Generator, out: Path, codes: np.ndarray, names: list[str], pairs: list[tuple[str, str]],
-                 stacked: np.ndarray, scorer: Predictor) -> dict[str, str]:
-    """grids/NAME.png per boundary (rows: samples, columns: GRID_DISTANCES) and grids/B_c_A.png per pair:
-    the primal edit and the conditioned one side by side, a blank column between."""
-    folder = out / "grids"
-    folder.mkdir(exist_ok=True)
-    _, images = analysis.edit_scores(G, codes, stacked, scorer, distances=GRID_DISTANCES, with_images=True)
+def write_grids(G: Generator, out: Path, codes: np.ndarray, names: list[str], stacked: np.ndarray,
+                scorer: Predictor, *, distances: Sequence[float], plain: Sequence[str],
+                pairs: Sequence[tuple[str, str]], prefix: str, batch_size: int = 256) -> dict[str, str]:
+    """Edit grids of `codes` (rows) along the boundaries `names` (rows of `stacked`) at `distances` (columns):
+    PREFIX + NAME.png for each of `plain`, and PREFIX + B_c_A.png for each pair (b, a), the primal edit and
+    the conditioned one side by side, a blank column between; {name or "b|a": file under out}."""
+    _, images = analysis.edit_scores(G, codes, stacked, scorer, distances=distances, batch_size=batch_size,
+                                     with_images=True)
     grids = {}
-    for k, name in enumerate(names):
-        files.save_grid(folder / f"{name}.png", images[:, k])
-        grids[name] = f"grids/{name}.png"
-    for p, (b, a) in enumerate(pairs):
+    for name in plain:
+        grids[name] = f"{prefix}{name}.png"
+        files.save_grid(out / grids[name], images[:, names.index(name)])
+    for b, a in pairs:
         key = analysis.pair_name(b, a)
-        files.save_grid(folder / f"{b}_c_{a}.png",
-                        analyze_report.side_by_side(images[:, names.index(b)], images[:, len(names) + p]))
-        grids[key] = f"grids/{b}_c_{a}.png"
+        grids[key] = f"{prefix}{conditioned_name(b, a)}.png"
+        files.save_grid(out / grids[key], analyze_report.side_by_side(
+            images[:, names.index(b)], images[:, names.index(conditioned_name(b, a))]))
     return grids
 
 
-def _summary(names, dropped, scores, trained, cosine, ends, pairs, cond_names, *, identity, codes_path,
-             scores_path, chose_pairs, grids) -> dict[str, Any]:
+def _summary(names, dropped, scores, trained, cosine, ends, pairs, *, identity, codes_path, scores_path,
+             chose_pairs, grids) -> dict[str, Any]:
     """analysis.json: every matrix keyed by attribute name."""
     corr = analysis.correlation(scores, names)
     k = len(names)
@@ -273,7 +329,8 @@ def _summary(names, dropped, scores, trained, cosine, ends, pairs, cond_names, *
         c = k + p
         conditional[analysis.pair_name(b, a)] = {
             "primal": float(delta[index[b], index[a]]), "conditioned": float(delta[c, index[a]]),
-            "cosine": float(cosine[index[b], index[a]]), "boundary": f"boundaries/{cond_names[p]}_boundary.npy",
+            "cosine": float(cosine[index[b], index[a]]),
+            "boundary": "boundaries/" + boundary_file_name(conditioned_name(b, a)),
             "target": {"primal": float(delta[index[b], index[b]]), "conditioned": float(delta[c, index[b]])},
             "means": {"primal": means[index[b], :, index[a]].tolist(), "conditioned": means[c, :, index[a]].tolist()},
         }
@@ -287,8 +344,8 @@ def _summary(names, dropped, scores, trained, cosine, ends, pairs, cond_names, *
         "correlation": _matrix(corr, names, names),
         "boundary_cosine": _matrix(cosine, names, names),
         "val_accuracy": {n: r["accuracy"]["val"] for n, r in zip(names, trained.reports, strict=True)},
-        "boundaries": {n: {"file": f"boundaries/{n}_boundary.npy", "accuracy": r["accuracy"], "counts": r["counts"]}
-                       for n, r in zip(names, trained.reports, strict=True)},
+        "boundaries": {n: {"file": "boundaries/" + boundary_file_name(n), "accuracy": r["accuracy"],
+                           "counts": r["counts"]} for n, r in zip(names, trained.reports, strict=True)},
         "rescore_samples": int(ends.shape[0]), "distance": identity["distance"],
         "rescoring": _matrix(delta[:k], names, names),
         "rescoring_means": {b: {a: means[i, :, j].tolist() for j, a in enumerate(names)}

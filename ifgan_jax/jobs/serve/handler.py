@@ -1,4 +1,4 @@
-"""`serve`: the interactive editor, a local web page with one slider per boundary.
+"""`serve`'s HTTP side: the interactive editor, a local web page with one slider per boundary.
 
 The standard library's ThreadingHTTPServer serves one static page (package data) and one endpoint per action,
 so every action can be scripted with curl or urllib as well as clicked:
@@ -14,7 +14,7 @@ so every action can be scripted with curl or urllib as well as clicked:
     GET  /api/codes/ID.png     its image (download)
 
 Every error is a 4xx (5xx for a bug) with a one-line JSON body {"error": "..."}; nothing else is ever sent.
-The request checks and the state live in serve_state.py; this module only maps HTTP onto them.
+The request checks and the state live in state.py; this module only maps HTTP onto them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 from ifgan_jax.errors import InputError
 from ifgan_jax.generator import load_generator
 from ifgan_jax.jobs.demo import PREDICTOR as DEMO_PREDICTOR
-from ifgan_jax.jobs.serve_state import (
+from ifgan_jax.jobs.serve.state import (
     DEFAULT_SPACE,
     MAX_JSON_BYTES,
     MAX_UPLOAD_BYTES,
@@ -44,6 +44,7 @@ from ifgan_jax.jobs.serve_state import (
     RequestError,
     build_editor,
 )
+from ifgan_jax.zoo.registry import DEFAULT_MODEL
 
 DEFAULT_HOST = "127.0.0.1"  # local only: exposing the editor is an explicit --host 0.0.0.0
 DEFAULT_PORT = 8080
@@ -245,14 +246,14 @@ def url(server: EditorServer) -> str:
     return f"http://{host}:{port}/"
 
 
-def run(*, model: str = "dcgan_digiface", weights: str | None = None, boundary_paths: list[str] | None = None,
+def run(*, model: str = DEFAULT_MODEL, weights: str | None = None, boundary_paths: list[str] | None = None,
         host: str | None = None, port: int | None = None, predictor: str | None = None,
         invert_steps: int | None = None, devices: int | None = None, micro_batch: int | None = None,
         space: str | None = None, noise_mode: str | None = None) -> int:
     """The `serve` command: bind first (a port in use fails at once), load and warm the model, serve until ^C.
 
     None picks the default: DEFAULT_HOST, DEFAULT_PORT, the demo's predictor ('none': no scores), the model's
-    shipped boundaries, the inversion's steps (serve_state.INVERT_STEPS_*), Z codes (space 'w': StyleGAN's W).
+    shipped boundaries, the inversion's steps (state.INVERT_STEPS_*), Z codes (space 'w': StyleGAN's W).
     """
     server = make_server(DEFAULT_HOST if host is None else host, DEFAULT_PORT if port is None else port)
     if threading.current_thread() is threading.main_thread():

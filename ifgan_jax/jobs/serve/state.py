@@ -1,6 +1,7 @@
 """The interactive editor's state, without HTTP: boundaries and their conditioned directions, one pure render
-(codes x offsets -> uint8 images + scores, jitted), codes kept by id, and photo uploads decoded safely and
-inverted. `serve.py` maps HTTP requests onto `Editor`'s methods; every check on a request lives here.
+(codes x offsets -> uint8 images + scores, jitted), codes kept by id, and photo uploads decoded safely
+(`images.decode_image`) and inverted. `handler.py` maps HTTP requests onto `Editor`'s methods; every check on a
+request lives here.
 
 Edits are relative (InterFaceGAN's `linear_interpolate` without the hyperplane reset): the shown code is
 `x + sum_k offset_k * n_k` with `n_k` the unit boundaries, so all offsets at 0 give the source face back.
@@ -18,10 +19,8 @@ import importlib.resources
 import io
 import math
 import os
-import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ifgan_jax import latents
-from ifgan_jax.boundary import load_boundary, project_boundary
+from ifgan_jax.boundary import boundary_name, load_boundary, project_boundary
 from ifgan_jax.errors import InputError, MissingWheelError
 from ifgan_jax.files import encode_png
 from ifgan_jax.generator import Generator
-from ifgan_jax.images import load_image
+from ifgan_jax.images import ImageTooLarge, decode_image
 from ifgan_jax.inversion import invert, make_plan
 from ifgan_jax.inversion.encoder import shipped_encoder_dir
 from ifgan_jax.jobs.demo import PREDICTOR as DEMO_PREDICTOR
@@ -54,12 +52,9 @@ INVERT_STEPS_ENCODER = 50  # refinement steps after the shipped encoder (~32 dB 
 INVERT_STEPS_OPTIMIZE = 200  # a short optimization where the model has no encoder
 DEFAULT_SPACE = "z"  # sliders move Z codes, as InterFaceGAN edits PGGAN and the default DCGAN
 SPACES = ("z", "w")  # W for StyleGAN models, where InterFaceGAN trains their boundaries
-BOUNDARY_SUFFIXES = ("_boundary.npy", ".npy")  # happy_boundary.npy and happy.npy are both "happy"
 NO_PREDICTOR = "none"
 INVERT_WAIT_S = 300.0  # the longest an upload waits for the inversion before it (a compile, a long optimization)
 CLOSE_TIMEOUT_S = 120.0  # at shutdown, the longest wait for a running computation (a compile, an inversion)
-# Formats an upload may be in; others (EPS would run Ghostscript) are refused from the header.
-UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class RequestError(InputError):
@@ -79,15 +74,6 @@ class BoundarySet:
     primal: np.ndarray  # (K, d) float32, unit rows
     conditioned: np.ndarray | None  # (K, d) float32, row k orthogonal to every other primal row
     conditional_note: str = ""  # why `conditioned` is None
-
-
-def boundary_name(path: str | os.PathLike) -> str:
-    """happy_boundary.npy -> happy (the names the demo writes), other.npy -> other."""
-    name = Path(path).name
-    for suffix in BOUNDARY_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def shipped_boundary_paths(model: str) -> list[Path]:
@@ -193,36 +179,15 @@ class CodeStore:
 
 
 def decode_upload(data: bytes, resolution: int) -> np.ndarray:
-    """Uploaded image bytes -> uint8 (R, R, 3) through images.load_image; RequestError for anything else.
-
-    The size in the header is checked against MAX_UPLOAD_PIXELS first, so a small file that would
-    decompress into gigabytes (a decompression bomb) is refused before a pixel is decoded.
-    """
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise RequestError(413, f"upload of {len(data)} bytes is over the limit of {MAX_UPLOAD_BYTES} bytes")
-    if not data:
-        raise RequestError(400, "the upload is empty; send the image file's bytes as the request body")
+    """Uploaded image bytes -> uint8 (R, R, 3) (`images.decode_image` under the upload limits); RequestError
+    413 for an upload over a limit, 400 for anything else that is not a usable image."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the check below decides
-            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as header:  # reads the header only
-                width, height = header.size
-    except UnidentifiedImageError:
-        raise RequestError(400, f"the upload is not an image in one of {', '.join(UPLOAD_FORMATS)}") from None
-    except Image.DecompressionBombError as err:
-        raise RequestError(413, f"the upload is too large to decode: {err}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise RequestError(400, f"the upload is a corrupt image ({type(err).__name__}: {err})") from None
-    if width * height > MAX_UPLOAD_PIXELS:
-        raise RequestError(413, f"the upload is {width}x{height} px, over the limit of {MAX_UPLOAD_PIXELS} pixels")
-    # load_image reads a path: the bytes go to a private temporary file that is removed at once.
-    with tempfile.TemporaryDirectory(prefix="ifgan-serve-") as folder:
-        path = Path(folder) / "upload"
-        path.write_bytes(data)
-        try:
-            return load_image(path, resolution)
-        except InputError as err:
-            raise RequestError(400, str(err).replace("upload: ", "the upload: ", 1)) from None
+        return decode_image(data, resolution, max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS,
+                            name="the upload")
+    except ImageTooLarge as err:
+        raise RequestError(413, str(err)) from None
+    except InputError as err:
+        raise RequestError(400, str(err)) from None
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
