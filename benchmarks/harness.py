@@ -151,7 +151,8 @@ def flops_per_image(G: Any, head: Callable, head_params: Any, batch: int, space:
     # runs without one (at most CPU_MICRO_BATCH images: the heads' and the DCGAN tail's chunk size) and divide.
     size = G.padded_size(min(batch, G.micro_batch, CPU_MICRO_BATCH) if G.micro_batch else batch)
     codes = jnp.zeros((size, *G.code_shape(space)), jnp.float32)
-    facts = compiled_facts(G._forward, G.params, G.buffers, head_params, codes, None, space=space, head=head)
+    facts = compiled_facts(G._forward, G.params, G.buffers, head_params, codes, None, space=space, head=head,
+                           noise_mode=None)
     per = facts["flops"] / size if facts.get("flops") else None
     return {"flops_per_item": per, "analysed_batch": size, "xla_temp_bytes": facts.get("temp_bytes")}
 

@@ -142,8 +142,9 @@ def test_unknown_model():
 
 def test_user_supplied_model_without_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("IFGAN_HOME", str(tmp_path))
-    with pytest.raises(ifgan_jax.InputError, match="--weights"):
+    with pytest.raises(ifgan_jax.InputError, match="^weights: model 'stylegan_ffhq' needs a weights file") as err:
         ifgan_jax.load_generator("stylegan_ffhq")
+    assert err.value.as_flag().startswith("--weights: ")  # as the CLI says it
 
 
 def test_upsample_conv_matches_dilated_conv_and_its_gradients():

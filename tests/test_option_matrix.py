@@ -84,15 +84,21 @@ def noise_of(options: tuple) -> str | None:
 
 
 def cells(spaces: tuple, options: list[tuple], fast: list[tuple], want: Callable, heavy: bool = False) -> list:
-    """(family, space, options) parameters. Runs expected to succeed are marked slow when their options are
-    outside `fast`, or on the big fixtures (HEAVY) with any option but the defaults, or at all when `heavy`
-    (inversion compiles a gradient program); refusals cost no compute, so all of them stay in the fast suite."""
+    """(family, space, options) parameters, the whole matrix under `-m slow`. The fast suite keeps the cells
+    that tell the families apart: every refusal and the `fast` successes of StyleGAN2 (mapping and noise
+    inputs) and StyleGAN3 (mapping, no noise), the DCGAN's (no mapping) options in Z, and, where `heavy`
+    (inversions compile a gradient program), only the defaults."""
     out = []
     for family in FAMILIES:
         for space in spaces:
             for opts in options:
-                big = family in HEAVY and (heavy or opts != ())
-                slow = want(family, space, opts) == 0 and (opts not in fast or big)
+                ok = want(family, space, opts) == 0
+                if family in HEAVY:
+                    slow = True
+                elif family == "dcgan":
+                    slow = space != "z" or (ok and opts not in fast)
+                else:
+                    slow = ok and (opts not in fast or (heavy and space == "z"))
                 out.append(pytest.param(family, space, opts, marks=[pytest.mark.slow] if slow else [],
                                         id=f"{family}-{space}-{'_'.join(opts) or 'defaults'}"))
     return out
@@ -126,7 +132,8 @@ def test_sample_options(models, family, space, options, tmp_path, capsys):
             assert np.load(tmp_path / "s" / "wp.npy").ndim == 3
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f if f not in HEAVY else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in FAMILIES])
 @pytest.mark.parametrize("space", ["z", "w", "wp"])
 def test_sample_given_codes_of_each_space(models, family, space, tmp_path, capsys):
     model = model_of(models, family)
@@ -176,7 +183,8 @@ def test_invert_options(models, family, space, options, tmp_path, capsys):
         assert np.load(tmp_path / "inv" / "codes.npy").shape[0] == 1
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f if f not in HEAVY else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in FAMILIES])
 @pytest.mark.parametrize("space", ["z", "w"])
 @pytest.mark.parametrize("noise_mode", [None, "random"])
 def test_serve_editor_options(models, family, space, noise_mode, tmp_path):
